@@ -1,0 +1,53 @@
+"""Command-line helpers: refuse unknown config choices in one line, print the run summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def choices(group: str) -> list[str]:
+    folder = CONFIG_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def check_choices(argv: list[str]) -> None:
+    """``group=value`` for a config group whose folder has no ``value.yaml`` -> one-line error
+    listing the valid choices (Hydra's own message spans a screen)."""
+    for arg in argv:
+        if "=" not in arg or arg.startswith(("hydra", "-")):
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if "." in key or "/" in key or not (CONFIG_DIR / key).is_dir():
+            continue
+        valid = choices(key)
+        if value not in valid and value != "null":
+            fail(f"unknown {key} '{value}'; choose one of: {', '.join(valid)}")
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="sslkit run summary", show_header=False)
+    rows = [
+        ("linear probe top-1", summary.get("linear_probe_top1"), "{:.4f}"),
+        ("kNN top-1", summary.get("knn_top1"), "{:.4f}"),
+        ("online probe top-1", summary.get("online_probe_top1"), "{:.4f}"),
+        ("wall time", summary.get("wall_seconds"), "{:.0f} s"),
+        ("epochs", summary.get("epochs"), "{}"),
+        ("run dir", summary.get("run_dir"), "{}"),
+        ("checkpoint", summary.get("checkpoint"), "{}"),
+    ]
+    for name, value, fmt in rows:
+        table.add_row(name, fmt.format(value) if value is not None else "-")
+    Console(width=max(100, len(str(summary.get("checkpoint", ""))) + 30)).print(table)

@@ -1,0 +1,172 @@
+"""Shared LightningDataModule machinery: splits, long-tail subsampling, rank-aware batching.
+
+Every batch is a dict: ``image`` (uint8 ``[B, C, H, W]``, augmented later on the training
+device), ``label`` (long ``[B]``, -1 where unknown) and ``index`` (position in the split).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from sslkit.data.longtail import longtail_indices
+from sslkit.data.sampler import EpochBatchSampler
+from sslkit.errors import ConfigError
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one uint8 tensor; fetched a whole batch at a time."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+        self.labels = labels.long() if labels is not None else torch.full((len(images),), -1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[i], "label": self.labels[i], "index": torch.tensor(i)}
+
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(idx)
+        return {"image": self.images[index], "label": self.labels[index], "index": index}
+
+    def subset(self, index: torch.Tensor) -> "TensorImages":
+        return TensorImages(self.images[index], self.labels[index])
+
+    @staticmethod
+    def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return batch
+
+
+class SubsetImages(Dataset):
+    """A view of a per-item dataset restricted to ``index`` (used for long-tailed subsets)."""
+
+    def __init__(self, base: Dataset, index: torch.Tensor) -> None:
+        self.base, self.index = base, index
+        self.labels = base.labels[index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = self.base[int(self.index[i])]
+        item["index"] = torch.tensor(i)
+        return item
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base for every dataset. Subclasses set the class attributes and implement ``load_split``.
+
+    ``batch_size`` is the global batch: each of ``world_size`` ranks gets ``batch_size //
+    world_size`` samples a step, so the contrastive batch is the same on 1 or N devices.
+    """
+
+    name = "base"
+    in_chans = 3
+    image_size = 32
+    num_classes = 10
+    # pretraining split, labelled split the probes train on, split they are tested on
+    train_split, probe_split, test_split = "train", "train", "test"
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        batch_size: int = 512,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        imbalance_ratio: float = 1.0,
+        seed: int = 0,
+        pin_memory: bool = False,
+        **_: object,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.download = download
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.imbalance_ratio, self.seed = imbalance_ratio, seed
+        self.splits: dict[str, Dataset] = {}
+
+    # -- subclasses -------------------------------------------------------------------------
+    def load_split(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    # -- splits -----------------------------------------------------------------------------
+    def split(self, split: str) -> Dataset:
+        """A split as stored (cached); ``"pretrain"`` is the (long-tailed) pretraining set."""
+        if split not in self.splits:
+            if split == "pretrain":
+                data = self.split(self.train_split)
+                if self.imbalance_ratio != 1:
+                    keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed)
+                    data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
+            else:
+                data = self.load_split(split)
+            self.splits[split] = data
+        return self.splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        self.split("pretrain")
+        self.split(self.test_split)
+
+    # -- loaders ----------------------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def per_rank_batch(self, world_size: int) -> int:
+        if self.batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is the global batch and must be divisible by "
+                f"the number of processes ({world_size}); pick a multiple of {world_size}"
+            )
+        return self.batch_size // world_size
+
+    def loader(self, data: Dataset, batch_size: int, shuffle: bool, drop_last: bool,
+               rank: int = 0, world_size: int = 1) -> DataLoader:
+        sampler = EpochBatchSampler(
+            len(data), batch_size, shuffle, drop_last, self.seed, rank, world_size
+        )
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            collate_fn=getattr(data, "collate", default_collate),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        data = self.split("pretrain")
+        per_rank = self.per_rank_batch(world)
+        if len(data) < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} exceeds the {len(data)} training images of "
+                f"{self.name}; lower data.batch_size"
+            )
+        return self.loader(data, per_rank, True, True, rank, world)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        return self.loader(self.split(self.test_split), self.eval_batch_size, False, False, rank, world)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Unshuffled loader over a whole split on this process (feature extraction)."""
+        return self.loader(self.split(split), self.eval_batch_size, False, False)
+
+
+def first_existing(candidates: Sequence[Path], names: Sequence[str]) -> Path | None:
+    """The first directory among ``candidates`` that holds every file in ``names``."""
+    for d in candidates:
+        if all((d / n).exists() for n in names):
+            return d
+    return None

@@ -1,0 +1,58 @@
+"""One batch sampler for every dataset: seeded per epoch, sharded across ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Yields index batches of ``batch_size`` (the per-rank batch).
+
+    The permutation of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the same
+    order; rank ``r`` of ``world_size`` takes every ``world_size``-th index of it, so the union
+    over ranks of step ``t``'s batches is the same global batch whatever the number of ranks.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _global_order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_samples, generator=gen)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self._global_order()
+        global_batch = self.batch_size * self.world_size
+        if self.drop_last:
+            order = order[: len(order) // global_batch * global_batch]
+        for start in range(0, len(order), global_batch):
+            chunk = order[start : start + global_batch]
+            mine = chunk[self.rank :: self.world_size]
+            if len(mine):
+                yield mine.tolist()
+
+    def __len__(self) -> int:
+        global_batch = self.batch_size * self.world_size
+        if self.drop_last:
+            return self.num_samples // global_batch
+        return -(-self.num_samples // global_batch)

@@ -1,0 +1,1 @@
+"""Evaluation: feature extraction, linear probe, weighted kNN, and the callbacks using them."""

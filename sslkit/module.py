@@ -1,0 +1,175 @@
+"""The Lightning module: augment -> encoder -> projector -> (gather) -> loss head.
+
+It composes the parts given to it and adds only what the head declares it needs
+(``head.requires``): momentum keys ``k``, a key ``queue``, ``labels``, ``prior``; and a predictor
+when ``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
+by ``training_step`` / ``validation_step``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from sslkit.augment.pipeline import ViewAugment
+from sslkit.distributed import gather_no_grad, gather_with_grad
+from sslkit.encoders.projector import MLP
+from sslkit.optim import build_optimizer, warmup_cosine
+from sslkit.parts.momentum import MomentumCopy
+from sslkit.parts.queue import KeyQueue
+
+FORMAT_VERSION = 1
+
+
+class Backbone(nn.Module):
+    """Encoder followed by projector; ``forward`` returns (features, projections)."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.projector = encoder, projector
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.encoder(x)
+        return h, self.projector(h)
+
+
+class ContrastiveModule(L.LightningModule):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        projector: Callable[[int], MLP],
+        head: nn.Module,
+        augment: ViewAugment,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 1.0,
+        final_lr_ratio: float = 0.0,
+        predictor: Callable[[int], MLP] | None = None,
+        momentum_schedule: str = "constant",
+        channels_last: bool = False,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.online = Backbone(encoder, projector(encoder.num_features))
+        self.head, self.augment = head, augment
+        self.requires = frozenset(getattr(head, "requires", frozenset()))
+        proj_dim = self.online.projector.out_dim
+        self.predictor = None
+        if getattr(head, "uses_predictor", False):
+            if predictor is None:
+                raise ValueError(f"{type(head).__name__} needs a predictor: set model.predictor")
+            self.predictor = predictor(proj_dim)
+        self.key_net = None
+        if "k" in self.requires or "queue" in self.requires:
+            self.key_net = MomentumCopy(self.online, head.momentum, momentum_schedule)
+        self.queue = KeyQueue(head.queue_size, proj_dim) if "queue" in self.requires else None
+        self.optimizer_factory = optimizer
+        self.weight_decay, self.warmup_epochs = weight_decay, warmup_epochs
+        self.final_lr_ratio = final_lr_ratio
+        self.channels_last = channels_last
+        self.config = config or {}
+        self._step_started = 0.0
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # -- forward pieces -----------------------------------------------------------------------
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def embed_views(self, net: nn.Module, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Run views of equal size as one batch (shared BatchNorm statistics, like SimCLR's
+        concatenated batch); returns features and projections as ``[B, V, *]``."""
+        feats: list[Tensor | None] = [None] * len(views)
+        projs: list[Tensor | None] = [None] * len(views)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, v in enumerate(views):
+            by_size.setdefault(tuple(v.shape[1:]), []).append(i)
+        for idx in by_size.values():
+            h, z = net(self._layout(torch.cat([views[i] for i in idx])))
+            for j, (hj, zj) in enumerate(zip(h.chunk(len(idx)), z.chunk(len(idx)))):
+                feats[idx[j]], projs[idx[j]] = hj, zj
+        return torch.stack(feats, 1), torch.stack(projs, 1)
+
+    @torch.no_grad()
+    def features(self, images: Tensor) -> Tensor:
+        """Encoder features of un-augmented images (what probes use)."""
+        return self.online.encoder(self._layout(self.augment.eval_transform(images)))
+
+    # -- training -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        views = self.augment(batch["image"])
+        h, z = self.embed_views(self.online, views)
+        if self.predictor is not None:
+            b, v, d = z.shape
+            z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
+        extras: dict[str, Tensor] = {}
+        keys = None
+        if self.key_net is not None:
+            with torch.no_grad():
+                _, keys = self.embed_views(self.key_net, views)
+            keys = gather_no_grad(keys)
+            if "k" in self.requires:
+                extras["k"] = keys
+        if self.queue is not None:
+            extras["queue"] = self.queue.entries()
+        if "labels" in self.requires:
+            extras["labels"] = gather_no_grad(batch["label"])
+        if "prior" in self.requires:
+            if "prior" not in batch:
+                raise ValueError(f"{type(self.head).__name__} needs prior features; the data has none")
+            extras["prior"] = gather_no_grad(batch["prior"])
+        out = self.head(gather_with_grad(z), **extras)
+        if self.queue is not None and keys is not None:
+            self.queue.push(self.head.enqueue(keys))
+        bs = batch["image"].shape[0]
+        self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=bs)
+        for name, value in out.logs.items():
+            if isinstance(value, Tensor) and value.numel() != 1:
+                continue
+            self.log(f"train/{name}", value, batch_size=bs)
+        return {"loss": out.loss, "features": h[:, 0].detach(), "labels": batch["label"]}
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.key_net is not None:
+            progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
+            m = self.key_net.update(self.online, progress)
+            self.log("train/momentum", m, batch_size=batch["image"].shape[0])
+        seconds = time.perf_counter() - self._step_started
+        views = batch["image"].shape[0] * self.augment.num_views * self.trainer.world_size
+        self.log("train/views_per_s", views / max(seconds, 1e-9), prog_bar=True,
+                 batch_size=batch["image"].shape[0])
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {"features": self.features(batch["image"]), "labels": batch["label"]}
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        modules = [self.online] + ([self.predictor] if self.predictor is not None else [])
+        opt = build_optimizer(self.optimizer_factory, modules, self.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        warmup = min(int(self.warmup_epochs * per_epoch), total // 2)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, warmup_cosine(total, max(warmup, 1), self.final_lr_ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sslkit"] = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("sslkit", {})
+        if "torch_rng" in meta:
+            torch.set_rng_state(meta["torch_rng"])

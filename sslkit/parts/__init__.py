@@ -1,0 +1,1 @@
+"""Optional parts of the training module, switched on by what the loss head declares."""
