@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -59,15 +61,13 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     callbacks = [instantiate(c, f"eval.callbacks") for c in cfg.eval.callbacks.values() if c]
+    ckpt_dir = run_dir / "checkpoints"
     callbacks += [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor="val/online_probe_top1",
-            mode="max",
-            save_last=True,
-            enable_version_counter=False,
-        ),
+        # last.ckpt after every epoch (Lightning's save_last only follows a new best)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                        enable_version_counter=False),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/online_probe_top1",
+                        mode="max", save_top_k=1, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
         TQDMProgressBar(refresh_rate=10),
     ]
@@ -108,14 +108,24 @@ def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.Lightning
     }
 
 
+def quiet_lightning() -> None:
+    """Keep the console to the progress bar, warnings that matter and our summary."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
 def train(cfg: DictConfig) -> dict:
     started = time.perf_counter()
+    quiet_lightning()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt = resume_path(cfg, run_dir)
     dm = build_datamodule(cfg)
+    dm.setup("fit")  # missing or broken data fails here, before anything is written
     module = build_module(cfg)
     trainer = build_trainer(cfg, run_dir)
     if ckpt is not None and trainer.is_global_zero:

@@ -33,11 +33,11 @@ class CIFAR10(ImageDataModule):
         paths = [folder / f for f in self.files[split]]
         if not all(p.exists() for p in paths) and self.download:
             self._download()
-        missing = [str(p) for p in paths if not p.exists()]
+        missing = [p.name for p in paths if not p.exists()]
         if missing:
             raise DataError(
-                f"{self.name} not found: missing {', '.join(missing)}; extract the official python "
-                f"archive into data.root={self.root} or rerun with data.download=true"
+                f"{self.name} not found: {folder} lacks {', '.join(missing)}; extract the official "
+                f"python archive into data.root={self.root} or rerun with data.download=true"
             )
         images, labels = [], []
         for p in paths:

@@ -26,12 +26,12 @@ class FashionMNIST(ImageDataModule):
     def candidates(self) -> list[Path]:
         return [self.root, self.root / "FashionMNIST" / "raw", self.root / "fashion-mnist", DEBIAN_DIR]
 
-    def find(self) -> tuple[Path, str]:
-        for suffix in (".gz", ""):
-            names = [n + suffix for pair in FILES.values() for n in pair]
-            found = first_existing(self.candidates(), names)
-            if found is not None:
-                return found, suffix
+    def find(self) -> tuple[Path | None, str]:
+        for folder in self.candidates():
+            for suffix in (".gz", ""):
+                names = [n + suffix for pair in FILES.values() for n in pair]
+                if first_existing([folder], names) is not None:
+                    return folder, suffix
         return None, ""
 
     def load_split(self, split: str) -> TensorImages:

@@ -27,9 +27,11 @@ def fit_linear_probe(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    min_steps: int = 500,
 ) -> ProbeResult:
     """Standardise features with the training statistics, then train ``Linear(F, C)`` with
-    AdamW and a cosine schedule on cross-entropy. Nothing is tuned on the test set."""
+    AdamW and a cosine schedule on cross-entropy for ``epochs`` (more on small training sets,
+    so that at least ``min_steps`` steps are taken). Nothing is tuned on the test set."""
     gen = torch.Generator().manual_seed(seed)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -39,7 +41,9 @@ def fit_linear_probe(
         clf.reset_parameters()
     opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(train_x)
-    steps = epochs * max(1, n // batch_size)
+    per_epoch = max(1, n // batch_size)
+    epochs = max(epochs, -(-min_steps // per_epoch))
+    steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)

@@ -37,6 +37,12 @@ class InfoNCE(nn.Module):
 
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
+        if z.dtype in (torch.float16, torch.bfloat16):
+            z = z.float()
+        with torch.autocast(z.device.type, enabled=False):
+            return self._loss(z)
+
+    def _loss(self, z: Tensor) -> LossOutput:
         batch, views, _ = z.shape
         u = view_major(F.normalize(z, dim=-1) if self.normalize else z)
         n = u.shape[0]
@@ -51,8 +57,11 @@ class InfoNCE(nn.Module):
         loss = -pos_log_prob.mean()
 
         with torch.no_grad():
-            cos = F.normalize(z, dim=-1)
-            cos = view_major(cos) @ view_major(cos).T
-            pos_sim = cos[pos_mask].mean()
-            neg_sim = cos[~pos_mask & ~self_mask].mean()
+            # mean cosine of positive and negative pairs in O(N D): for unit rows,
+            # |sum of an instance's views|^2 = V + (its positive pair sum)
+            unit = F.normalize(z, dim=-1)
+            pos_total = unit.sum(1).pow(2).sum() - n
+            neg_total = unit.sum((0, 1)).pow(2).sum() - n - pos_total
+            pos_sim = pos_total / (n * (views - 1))
+            neg_sim = neg_total / (n * (n - views))
         return LossOutput(loss, detached_logs(pos_sim=pos_sim, neg_sim=neg_sim))

@@ -1,0 +1,46 @@
+# sslkit: `make train` sets everything up and runs the default job; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sslkit-installed
+FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+ARGS ?=
+
+.PHONY: install data train test bench smoke clean
+
+install: $(STAMP)
+
+# reinstall only when the dependencies change
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST: Debian's package when apt can install it; otherwise train.py lets torchvision
+# download it (data.download=true) into ./data
+data:
+	@if [ -f $(FMNIST_DEB) ] || ls data/FashionMNIST/raw/train-images-idx3-ubyte* >/dev/null 2>&1; then \
+		echo "Fashion-MNIST: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist || echo "apt-get failed; torchvision will download Fashion-MNIST"; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist || echo "apt-get failed; torchvision will download Fashion-MNIST"; \
+	else \
+		echo "apt not usable: torchvision will download Fashion-MNIST into ./data"; \
+	fi
+
+train: install data
+	$(BIN)/python train.py $(ARGS)
+
+smoke: install
+	$(BIN)/python train.py experiment=smoke $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: install
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+clean:
+	rm -rf runs multirun outputs .pytest_cache

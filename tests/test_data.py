@@ -1,0 +1,156 @@
+"""Data modules read the real formats and refuse bad files by name."""
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from sslkit.data.cifar import CIFAR10, CIFAR100
+from sslkit.data.fashion_mnist import FashionMNIST
+from sslkit.data.idx import read_idx
+from sslkit.data.imagefolder import ImageFolder
+from sslkit.data.longtail import longtail_indices
+from sslkit.data.sampler import EpochBatchSampler
+from sslkit.data.stl10 import STL10
+from sslkit.data.synthetic import Synthetic
+from sslkit.errors import ConfigError, DataError
+from tests.conftest import make_cifar, make_fashion_mnist, make_image_folder, make_stl10, write_idx
+
+
+def test_idx_roundtrip(tmp_path):
+    arr = np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256
+    for gz in (True, False):
+        path = write_idx(tmp_path / f"a{gz}.idx{'.gz' if gz else ''}", arr, gz)
+        assert torch.equal(read_idx(path), torch.from_numpy(arr.astype(np.uint8)))
+
+
+def test_idx_refuses_bad_magic_and_truncation(tmp_path):
+    bad = tmp_path / "bad.gz"
+    with gzip.open(bad, "wb") as fh:
+        fh.write(b"\x12\x34\x08\x01" + b"\x00" * 8)
+    with pytest.raises(DataError, match="bad.gz.*magic"):
+        read_idx(bad)
+    good = write_idx(tmp_path / "t.gz", np.zeros((4, 5), np.uint8))
+    raw = gzip.open(good).read()
+    trunc = tmp_path / "trunc.gz"
+    with gzip.open(trunc, "wb") as fh:
+        fh.write(raw[:-3])
+    with pytest.raises(DataError, match="trunc.gz.*truncated"):
+        read_idx(trunc)
+
+
+@pytest.mark.parametrize("layout", ["flat", "torchvision", "plain"])
+def test_fashion_mnist_layouts(tmp_path, layout):
+    folder = {"flat": tmp_path, "torchvision": tmp_path / "FashionMNIST" / "raw", "plain": tmp_path}[layout]
+    make_fashion_mnist(folder, gz=layout != "plain")
+    dm = FashionMNIST(root=str(tmp_path), download=False)
+    train, test = dm.split("train"), dm.split("test")
+    assert train.images.shape == (64, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert len(test) == 32 and train.labels.tolist()[:3] == [0, 1, 2]
+
+
+def test_fashion_mnist_missing_says_where_and_how(tmp_path, monkeypatch):
+    monkeypatch.setattr("sslkit.data.fashion_mnist.DEBIAN_DIR", tmp_path / "nowhere")
+    dm = FashionMNIST(root=str(tmp_path / "empty"), download=False)
+    with pytest.raises(DataError) as err:
+        dm.split("train")
+    msg = str(err.value)
+    assert "empty" in msg and "apt-get install dataset-fashion-mnist" in msg and "data.download=true" in msg
+    assert not (tmp_path / "empty").exists()  # nothing downloaded, nothing created
+
+
+@pytest.mark.parametrize("cls,classes", [(CIFAR10, 10), (CIFAR100, 100)])
+def test_cifar(tmp_path, cls, classes):
+    make_cifar(tmp_path, classes)
+    dm = cls(root=str(tmp_path))
+    train, test = dm.split("train"), dm.split("test")
+    assert train.images.shape == ((100 if classes == 10 else 20), 3, 32, 32)
+    assert len(test) == 20 and int(train.labels.max()) < classes
+
+
+def test_cifar_missing_key_refused(tmp_path):
+    import pickle
+
+    make_cifar(tmp_path, 10)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)}))
+    with pytest.raises(DataError, match="test_batch.*labels"):
+        CIFAR10(root=str(tmp_path)).split("test")
+
+
+def test_stl10(tmp_path):
+    make_stl10(tmp_path)
+    dm = STL10(root=str(tmp_path))
+    pre = dm.split("pretrain")
+    assert pre.images.shape == (12, 3, 96, 96) and (pre.labels[6:] == -1).all()
+    assert dm.split("train").labels.tolist() == list(range(6))
+    with pytest.raises(DataError, match="train_split"):
+        STL10(root=str(tmp_path), train_split="nope")
+
+
+def test_image_folder_and_class_list(tmp_path):
+    make_image_folder(tmp_path)
+    dm = ImageFolder(root=str(tmp_path), image_size=16, load_size=20)
+    item = dm.split("train")[0]
+    assert item["image"].shape == (3, 20, 20) and item["image"].dtype == torch.uint8
+    assert dm.num_classes == 3
+    lst = tmp_path / "classes.txt"
+    lst.write_text("dog\neel\n")
+    dm2 = ImageFolder(root=str(tmp_path), image_size=16, class_list=str(lst))
+    assert dm2.split("test").classes == ["dog", "eel"] and len(dm2.split("test")) == 6
+    batch = next(iter(dm2.eval_dataloader("test")))
+    assert batch["image"].shape == (6, 3, 16, 16)
+
+
+def test_image_folder_refusals(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images found"):
+        ImageFolder(root=str(tmp_path)).split("train")
+    make_image_folder(tmp_path / "x")
+    (tmp_path / "x" / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    dm = ImageFolder(root=str(tmp_path / "x"), image_size=8)
+    data = dm.split("train")
+    broken = [i for i, (p, _) in enumerate(data.samples) if p.name == "broken.png"][0]
+    with pytest.raises(DataError, match="broken.png"):
+        data[broken]
+
+
+def test_longtail_profile():
+    labels = torch.arange(10).repeat_interleave(100)
+    keep = longtail_indices(labels, imbalance_ratio=100, seed=0)
+    counts = torch.bincount(labels[keep], minlength=10)
+    assert counts[0] == 100 and counts[-1] == 1
+    assert all(counts[i] >= counts[i + 1] for i in range(9))
+    assert torch.equal(keep, longtail_indices(labels, 100, seed=0))
+
+
+def test_datamodule_longtail_only_on_pretraining_split(tmp_path):
+    dm = Synthetic(num_train=400, num_classes=4, imbalance_ratio=10)
+    assert len(dm.split("train")) == 400
+    counts = torch.bincount(dm.split("pretrain").labels)
+    assert counts[0] == 100 and counts[3] == 10
+
+
+def test_sampler_shards_one_global_batch():
+    single = list(EpochBatchSampler(103, 8, seed=3))
+    ranks = [list(EpochBatchSampler(103, 4, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 12
+    for step, batch in enumerate(single):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(batch)
+    s = EpochBatchSampler(103, 8, seed=3)
+    s.set_epoch(1)
+    assert list(s) != single  # a new order each epoch
+    s.set_epoch(0)
+    assert list(s) == single  # and the same order for the same epoch
+
+
+def test_global_batch_must_divide_devices():
+    dm = Synthetic(batch_size=30)
+    with pytest.raises(ConfigError, match="divisible"):
+        dm.per_rank_batch(4)
+
+
+def test_synthetic_deterministic():
+    a, b = Synthetic(seed=1).split("train"), Synthetic(seed=1).split("train")
+    assert torch.equal(a.images, b.images) and a.images.shape == (512, 1, 16, 16)

@@ -1,0 +1,118 @@
+"""`python train.py` end to end on tiny synthetic data: run-dir layout, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("smoke")
+    proc = train("experiment=smoke", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_smoke_run_dir_layout(smoke_run):
+    assert (smoke_run / ".hydra" / "config.yaml").exists()
+    assert (smoke_run / "checkpoints" / "last.ckpt").exists()
+    assert (smoke_run / "checkpoints" / "best.ckpt").exists()
+    assert (smoke_run / "metrics.csv").exists()
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    for key in ("linear_probe_top1", "knn_top1", "wall_seconds"):
+        assert key in summary
+    assert 0 <= summary["linear_probe_top1"] <= 1 and 0 <= summary["knn_top1"] <= 1
+    # 4 separable synthetic classes: a trained encoder is far above chance (0.25)
+    assert summary["knn_top1"] > 0.5 and summary["linear_probe_top1"] > 0.5
+    assert summary["epochs"] == 2 and summary["wall_seconds"] > 0
+
+
+def test_checkpoint_holds_config_and_state(smoke_run):
+    ckpt = torch.load(smoke_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 16
+    assert ckpt["sslkit"]["config"]["data"]["_target_"].endswith("Synthetic")
+    assert any(k.startswith("online.encoder") for k in ckpt["state_dict"])
+    assert ckpt["optimizer_states"] and ckpt["lr_schedulers"]
+
+
+def test_auto_resume_and_resume_path(smoke_run, tmp_path):
+    # a run dir that holds last.ckpt resumes by itself and continues to the new max_epochs
+    import shutil
+
+    run_dir = tmp_path / "again"
+    shutil.copytree(smoke_run, run_dir)
+    proc = train("experiment=smoke", f"hydra.run.dir={run_dir}", "trainer.max_epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stdout
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 24
+    # resume=PATH into a fresh dir
+    fresh = tmp_path / "fresh"
+    proc = train("experiment=smoke", f"hydra.run.dir={fresh}", "trainer.max_epochs=3",
+                 f"resume={smoke_run / 'checkpoints' / 'last.ckpt'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((fresh / "summary.json").read_text())["global_step"] == 24
+
+
+def test_offline_linear_probe_script(smoke_run, tmp_path):
+    out = tmp_path / "probe.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/linear_probe.py", f"checkpoint={smoke_run / 'checkpoints' / 'last.ckpt'}",
+         f"out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["linear_probe_top1"] > 0.5 and json.loads(proc.stdout)["knn_top1"] == result["knn_top1"]
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_unknown_loss_lists_choices(tmp_path):
+    msg = one_line_error(train("loss=nope", f"hydra.run.dir={tmp_path}"))
+    assert "unknown loss 'nope'" in msg and "infonce" in msg
+
+
+def test_missing_dataset_says_where_and_how(tmp_path):
+    msg = one_line_error(train("experiment=smoke", "data=cifar10", f"data.root={tmp_path}/none",
+                               f"hydra.run.dir={tmp_path}/run"))
+    assert "cifar10 not found" in msg and "data.download=true" in msg and str(tmp_path) in msg
+    assert not (tmp_path / "none").exists()
+
+
+def test_resume_missing_or_corrupt_checkpoint_refused(tmp_path):
+    msg = one_line_error(train("experiment=smoke", f"resume={tmp_path}/nope.ckpt", f"hydra.run.dir={tmp_path}/a"))
+    assert "nope.ckpt" in msg and "no such file" in msg
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x00garbage" * 100)
+    msg = one_line_error(train("experiment=smoke", f"resume={bad}", f"hydra.run.dir={tmp_path}/b"))
+    assert "bad.ckpt" in msg and "refused" in msg
+    assert not (tmp_path / "b" / "checkpoints").exists()  # nothing half-written
+
+
+def test_bad_value_in_a_group_is_one_line(tmp_path):
+    msg = one_line_error(train("experiment=smoke", "loss.temperature=-1", f"hydra.run.dir={tmp_path}"))
+    assert "temperature" in msg
