@@ -1,0 +1,239 @@
+r"""CACR / CCT: contrastive attraction and contrastive repulsion, in-batch (SimCLR-style) form.
+
+Zheng, Chen, Yao, Yang, Li, Zhang, Zhang, Tsang, Zhou, Zhou. *Contrastive Attraction and
+Contrastive Repulsion for Representation Learning*, TMLR 2023 (arXiv 2105.03746 v2-v4).
+Its first version, *Contrastive Conditional Transport for Representation Learning* (CCT,
+arXiv 2105.03746 v1), is the same method: one released code base (github JegZheng/CACR-SSL)
+serves both, so ``loss=cct`` builds this class too (``configs/loss/cct.yaml``).
+
+The momentum-encoder variants live in :mod:`sslkit.losses.cacr_moco` (MoCo-v2 style, queue) and
+:mod:`sslkit.losses.cacr_mocov3` (MoCo-v3 style, predictor); they share the numerics helpers
+defined at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sslkit.losses.base import LossOutput, check_views, detached_logs
+
+WEIGHTINGS = ("full", "uniform_pos", "uniform_neg", "uniform")
+
+
+class CACR(nn.Module):
+    r"""CACR / CCT loss, in-batch form of the official CIFAR-10/100 and STL-10 code.
+
+    With :math:`u^x_i` the L2-normalised projection of view x of instance i (V views, B
+    instances) and :math:`d(a, b) = \|a - b\|_2^2`:
+
+    *Contrastive attraction.* Every view x is a query in turn; its positives are the other V-1
+    views of its instance, weighted by a softmax that favours the *farther* positives:
+
+    .. math::
+        w^+_{i,xy} = \operatorname{softmax}_{y\ne x}\big(\tau_+\, d(u^x_i, u^y_i)\big),\qquad
+        \mathcal L_{CA} = \frac{\alpha}{VB}\sum_{x}\sum_i\sum_{y\ne x} w^+_{i,xy}\,d(u^x_i,u^y_i)
+
+    *Contrastive repulsion.* For every unordered view pair x < y, query :math:`u^x_i` repels the
+    other instances of view y, weighted by a softmax that favours the *closer* negatives:
+
+    .. math::
+        w^-_{ij} = \operatorname{softmax}_{j\ne i}\big(-\tau_-\, d(u^x_i, u^y_j)\big),\qquad
+        \mathcal L_{CR} = \frac{1}{\binom V2 B}\sum_{x<y}\sum_i\sum_{j\ne i}
+        w^-_{ij}\,\big(-\beta\, d(u^x_i, u^y_j)\big)
+
+    and :math:`\mathcal L = \mathcal L_{CA} + \mathcal L_{CR}`. As in the official code only the
+    pairs x < y are used (with V = 2, view 0 queries and view 1 negatives: not symmetric) and
+    negatives come from the paired view only. With V = 2 the positive softmax
+    has one entry (weight 1), so :math:`\mathcal L_{CA}` is the alignment loss
+    :math:`\alpha\,\mathbb E\|u^1 - u^2\|^2`. ``tau_pos``/``tau_neg`` *multiply* the squared
+    distance (inverse temperatures); ``alpha``/``beta`` scale the costs only.
+
+    ``weighting`` selects the paper's ablations of the two conditional distributions (official
+    ``choice``): ``full``; ``uniform_pos`` (``without_w1``: :math:`w^+ = 1/(V-1)`);
+    ``uniform_neg`` (``without_w2``: :math:`w^- = 1/(B-1)`); ``uniform`` (``none``: both).
+
+    ``debiased`` (official ``with_debiased``, after Chuang et al. 2020) replaces each query's
+    repulsion by :math:`\big(-\tau^+ d(u^x_i,u^y_i) + \sum_j w^-_{ij}c^-_{ij}\big)/(1-\tau^+)`,
+    exactly as the official code writes it: the positive term is **not** scaled by ``beta`` and
+    enters with a minus sign (so it pushes the positive pair apart); see docs/losses/cacr.md.
+    The official code applies it only when the negative weights are contrastive, so here
+    ``debiased=True`` with ``uniform_neg``/``uniform`` is refused.
+
+    Follows ``small_scale_experiments/losses/__init__.py`` (``our_loss1`` + ``our_loss2`` /
+    ``forward_negative_loss``) of github JegZheng/CACR-SSL, whose CIFAR/STL training adds the
+    two terms with no further weighting. Differences: the official loss expects inputs already
+    on the sphere (the encoder ends with an ``L2Norm`` layer); here ``normalize=True`` plays that
+    layer's part. The weights are computed as ``softmax(tau * d)`` directly (official:
+    ``(alpha*d) * tau/alpha``, which is NaN for ``alpha = 0``).
+
+    Args:
+        alpha: scale :math:`\alpha` of the attraction cost (official default 1.0).
+        beta: scale :math:`\beta` of the repulsion cost (official default 1.0).
+        tau_pos: inverse temperature :math:`\tau_+` of the positive weights (default 1.0).
+        tau_neg: inverse temperature :math:`\tau_-` of the negative weights (default 1.0).
+        weighting: ``full | uniform_pos | uniform_neg | uniform``.
+        debiased: debiased repulsion (default off).
+        tau_plus: class prior :math:`\tau^+` of the debiased repulsion (default 0.1).
+        detach_weights: stop the gradient through both conditional weights. The code paths
+            disagree: the CIFAR/STL code differentiates through them (default False); the
+            MoCo-style code paths detach them.
+        normalize: L2-normalise the projections first (the official encoder's last layer does).
+
+    Logs: ``attraction``, ``repulsion``; ``pos_w_entropy``/``pos_w_max`` and
+    ``neg_w_entropy``/``neg_w_max`` (mean entropy and mean largest weight of the conditional
+    distributions, per query); ``pos_sqdist``/``neg_sqdist`` (mean squared distance of positive
+    pairs = the alignment metric, and of the negative pairs used).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    uses_predictor: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        tau_pos: float = 1.0,
+        tau_neg: float = 1.0,
+        weighting: str = "full",
+        debiased: bool = False,
+        tau_plus: float = 0.1,
+        detach_weights: bool = False,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        check_nonnegative(alpha=alpha, beta=beta)
+        check_positive(tau_pos=tau_pos, tau_neg=tau_neg)
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if not 0.0 <= tau_plus < 1.0:
+            raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus}")
+        if debiased and weighting in ("uniform_neg", "uniform"):
+            raise ValueError(
+                "debiased=True needs contrastive negative weights (weighting 'full' or "
+                f"'uniform_pos'), got weighting={weighting!r}"
+            )
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.tau_pos = float(tau_pos)
+        self.tau_neg = float(tau_neg)
+        self.weighting = weighting
+        self.debiased = bool(debiased)
+        self.tau_plus = float(tau_plus)
+        self.detach_weights = bool(detach_weights)
+        self.normalize = bool(normalize)
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, beta={self.beta}, tau_pos={self.tau_pos}, "
+            f"tau_neg={self.tau_neg}, weighting={self.weighting!r}, debiased={self.debiased}, "
+            f"tau_plus={self.tau_plus}, detach_weights={self.detach_weights}, "
+            f"normalize={self.normalize}"
+        )
+
+    def forward(self, z: Tensor, **_: object) -> LossOutput:
+        check_views(z)
+        batch, views, _ = z.shape
+        with full_precision(z):
+            u = prepare(z, self.normalize)
+
+            # attraction: [B, V, V-1] squared distances from query view x to the other views
+            d_pos = off_diagonal(sqdist(u, u))
+            if self.weighting in ("full", "uniform_neg"):
+                logits = self.tau_pos * (d_pos.detach() if self.detach_weights else d_pos)
+                w_pos = torch.softmax(logits, dim=-1)
+            else:
+                w_pos = torch.full_like(d_pos, 1.0 / (views - 1))
+            attraction = self.alpha * (w_pos * d_pos).sum(-1).mean()
+
+            # repulsion: every view pair x < y, query u^x_i against u^y_j (j != i): [P, B, B]
+            xs, ys = torch.triu_indices(views, views, offset=1, device=u.device)
+            d_neg = sqdist(u[:, xs].transpose(0, 1), u[:, ys].transpose(0, 1))
+            eye = torch.eye(batch, dtype=torch.bool, device=u.device)
+            if self.weighting in ("full", "uniform_pos"):
+                logits = -self.tau_neg * (d_neg.detach() if self.detach_weights else d_neg)
+                w_neg = torch.softmax(logits.masked_fill(eye, float("-inf")), dim=-1)
+            else:
+                w_neg = (~eye).to(d_neg.dtype).expand_as(d_neg) / (batch - 1)
+            rep = -self.beta * (w_neg * d_neg).sum(-1)  # [P, B], w_neg is 0 on the diagonal
+            if self.debiased:
+                pos = d_neg.diagonal(dim1=-2, dim2=-1)
+                rep = (rep - self.tau_plus * pos) / (1.0 - self.tau_plus)
+            repulsion = rep.mean()
+            loss = attraction + repulsion
+
+            with torch.no_grad():
+                n_neg = d_neg.shape[0] * batch * (batch - 1)
+                neg_sqdist = (d_neg.sum() - d_neg.diagonal(dim1=-2, dim2=-1).sum()) / n_neg
+                logs = detached_logs(
+                    attraction=attraction,
+                    repulsion=repulsion,
+                    pos_w_entropy=entropy(w_pos).mean(),
+                    pos_w_max=w_pos.amax(-1).mean(),
+                    neg_w_entropy=entropy(w_neg).mean(),
+                    neg_w_max=w_neg.amax(-1).mean(),
+                    pos_sqdist=d_pos.mean(),
+                    neg_sqdist=neg_sqdist,
+                )
+        return LossOutput(loss, logs)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the CACR heads (cacr, cacr_moco, cacr_mocov3).
+
+
+def check_positive(**values: float) -> None:
+    """One-line ValueError for any value that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def check_nonnegative(**values: float) -> None:
+    """One-line ValueError for any value that is not >= 0."""
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def full_precision(z: Tensor) -> contextlib.AbstractContextManager:
+    """Switch autocast off for the head's math (inputs are upcast by :func:`prepare`)."""
+    return torch.autocast(device_type=z.device.type, enabled=False)
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float32 for half-precision inputs, else the widest floating dtype given (float64 stays)."""
+    dtype = torch.float32
+    for t in tensors:
+        if t.dtype == torch.float64:
+            dtype = torch.float64
+    return dtype
+
+
+def prepare(x: Tensor, normalize: bool, dtype: torch.dtype | None = None) -> Tensor:
+    """Upcast below-float32 inputs (or to ``dtype``) and L2-normalise the last dim if asked."""
+    x = x.to(dtype or compute_dtype(x))
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def sqdist(a: Tensor, b: Tensor) -> Tensor:
+    """Batched squared Euclidean distances ``[..., n, d] x [..., m, d] -> [..., n, m]``."""
+    aa = a.pow(2).sum(-1)
+    bb = b.pow(2).sum(-1)
+    return (aa.unsqueeze(-1) + bb.unsqueeze(-2) - 2.0 * (a @ b.transpose(-2, -1))).clamp_min(0.0)
+
+
+def off_diagonal(m: Tensor) -> Tensor:
+    """``[..., V, V] -> [..., V, V-1]``: row x keeps the entries y != x, in order."""
+    views = m.shape[-1]
+    keep = ~torch.eye(views, dtype=torch.bool, device=m.device)
+    return m[..., keep].reshape(*m.shape[:-2], views, views - 1)
+
+
+def entropy(w: Tensor, dim: int = -1) -> Tensor:
+    """Shannon entropy (nats) of probability rows, with 0 log 0 = 0."""
+    return -torch.special.xlogy(w, w).sum(dim)

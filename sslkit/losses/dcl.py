@@ -1,0 +1,196 @@
+"""Debiased contrastive loss (Chuang et al. 2020) and decoupled contrastive loss (Yeh et al. 2022).
+
+Both are NT-Xent variants that change what sits in the denominator: ``DebiasedContrastive``
+corrects the sum over negatives for same-class "negatives", ``DecoupledContrastive`` drops the
+positive from the denominator. :func:`pair_logits` is the shared anchor/positive/negative layout,
+also used by :mod:`sslkit.losses.hcl` and :mod:`sslkit.losses.rince`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sslkit.losses.base import LossOutput, check_views, detached_logs, instance_ids, view_major
+
+
+def upcast(z: Tensor) -> Tensor:
+    """Return ``z`` in float32 if it is a lower-precision float, unchanged otherwise."""
+    return z.float() if torch.finfo(z.dtype).bits < 32 else z
+
+
+class PairLogits(NamedTuple):
+    """Anchor-wise logits of the N = B*V view-major rows.
+
+    ``pos``: ``[N, V-1]`` logits :math:`s_{ap}` to the other views of the anchor's instance.
+    ``logits``: ``[N, N]`` all logits :math:`s_{ab} = u_a^\\top u_b / \\tau`.
+    ``neg_mask``: ``[N, N]`` True where ``b`` is a negative of ``a`` (another instance).
+    ``n_neg``: number of negatives per anchor, :math:`M = (B-1)V`.
+    """
+
+    pos: Tensor
+    logits: Tensor
+    neg_mask: Tensor
+    n_neg: int
+
+
+def pair_logits(z: Tensor, temperature: float, normalize: bool) -> PairLogits:
+    """Logits of every anchor against its positives and negatives (see :class:`PairLogits`).
+
+    ``z`` is ``[B, V, D]``; rows are laid out view-major (row ``v*B + i`` = view v of instance i),
+    the order of ``torch.cat([out_1, out_2])`` in the official SimCLR-style code.
+    """
+    batch, views, _ = z.shape
+    u = view_major(F.normalize(z, dim=-1) if normalize else z)
+    logits = (u @ u.T) / temperature
+    ids = instance_ids(batch, views, u.device)
+    neg_mask = ids[:, None] != ids[None, :]
+    # positives of row v*B+i are the rows w*B+i, w != v, in increasing w
+    other = torch.arange(views, device=u.device).expand(views, views)
+    other = other[~torch.eye(views, dtype=torch.bool, device=u.device)].view(views, views - 1)
+    pos_idx = other.repeat_interleave(batch, dim=0) * batch + ids[:, None]
+    pos = logits.gather(1, pos_idx)
+    return PairLogits(pos, logits, neg_mask, (batch - 1) * views)
+
+
+def cosine_logs(z: Tensor) -> dict[str, Tensor]:
+    """Mean cosine similarity of positive pairs and of negative pairs, in O(B V D)."""
+    with torch.no_grad():
+        batch, views, _ = z.shape
+        u = F.normalize(upcast(z), dim=-1)
+        total = u.sum(dim=(0, 1)).square().sum()
+        per_instance = u.sum(dim=1).square().sum()
+        n = batch * views
+        diag = u.square().sum()
+        pos_sim = (per_instance - diag) / (batch * views * (views - 1))
+        neg_sim = (total - per_instance) / (n * n - batch * views * views)
+    return {"pos_sim": pos_sim, "neg_sim": neg_sim}
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _check_tau_plus(tau_plus: float) -> None:
+    if not 0 <= tau_plus < 1:
+        raise ValueError(f"tau_plus (class prior) must be in [0, 1), got {tau_plus}")
+
+
+def debiased_neg_sum(
+    reweighted: Tensor, pos: Tensor, n_neg: int, tau_plus: float, temperature: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Debiased estimator :math:`N_g` of Chuang et al. (2020), in a shifted, overflow-free form.
+
+    ``reweighted``: ``[N]`` log of the (possibly importance-reweighted) sum over negatives;
+    ``pos``: ``[N, P]`` positive logits. With :math:`c` a detached per-anchor shift, returns
+    ``(log(e^{s_p} + N_g), N_g e^{-c}, clamped)`` where
+
+    .. math:: N_g = \max\Big(\frac{\mathrm{neg} - \tau^+ M e^{s_p}}{1-\tau^+},\; M e^{-1/\tau}\Big)
+
+    (the official code's "constrain" clamp, at the theoretical minimum of the negative sum for
+    unit vectors).
+    """
+    shift = torch.maximum(reweighted, pos.amax(dim=1)).detach()
+    pos_s = torch.exp(pos - shift[:, None])
+    neg_s = torch.exp(reweighted - shift)[:, None]
+    ng = (neg_s - tau_plus * n_neg * pos_s) / (1.0 - tau_plus)
+    floor = n_neg * torch.exp(-1.0 / temperature - shift)[:, None]
+    clamped = ng < floor
+    ng = torch.maximum(ng, floor)
+    return shift[:, None] + torch.log(pos_s + ng), ng, clamped
+
+
+class DebiasedContrastive(nn.Module):
+    r"""Debiased contrastive loss (Chuang et al., "Debiased Contrastive Learning", NeurIPS 2020).
+
+    For the N = B*V L2-normalised rows with logits :math:`s_{ab} = u_a^\top u_b/\tau`, each
+    anchor ``a`` and each positive ``p`` (another view of its instance) with the
+    :math:`M = (B-1)V` negatives ``n`` (every view of every other instance):
+
+    .. math::
+        N_g = \max\Big(\frac{\sum_n e^{s_{an}} - \tau^+ M e^{s_{ap}}}{1-\tau^+},\;
+        M e^{-1/\tau}\Big), \qquad
+        \mathcal{L} = \operatorname{mean}_{a,p}\; -\log\frac{e^{s_{ap}}}{e^{s_{ap}} + N_g}
+
+    Follows ``chingyaoc/DCL`` ``main.py::train`` (debiased branch, M=1 positive sample). With
+    ``tau_plus = 0`` it is SimCLR's NT-Xent (the clamp is then inactive for unit vectors).
+    For V > 2 every other view is a positive, each (anchor, positive) pair is a term, and the
+    other positives are in neither the positive nor the negative sum.
+
+    Args:
+        temperature: :math:`\tau` (official default 0.5).
+        tau_plus: class prior :math:`\tau^+` in [0, 1) (official default 0.1).
+        normalize: L2-normalise the projections (the official model does).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    uses_predictor: ClassVar[bool] = False
+
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, normalize: bool = True):
+        super().__init__()
+        _check_temperature(temperature)
+        _check_tau_plus(tau_plus)
+        self.temperature = temperature
+        self.tau_plus = tau_plus
+        self.normalize = normalize
+
+    def forward(self, z: Tensor, **_: object) -> LossOutput:
+        check_views(z)
+        with torch.autocast(z.device.type, enabled=False):
+            pl = pair_logits(upcast(z), self.temperature, self.normalize)
+            neg_lse = pl.logits.masked_fill(~pl.neg_mask, float("-inf")).logsumexp(dim=1)
+            log_den, _, clamped = debiased_neg_sum(
+                neg_lse, pl.pos, pl.n_neg, self.tau_plus, self.temperature
+            )
+            loss = (log_den - pl.pos).mean()
+        return LossOutput(
+            loss,
+            detached_logs(**cosine_logs(z), clamp_frac=clamped.float().mean()),
+        )
+
+
+class DecoupledContrastive(nn.Module):
+    r"""Decoupled contrastive loss (Yeh et al., "Decoupled Contrastive Learning", ECCV 2022).
+
+    NT-Xent with the positive removed from the denominator (no negative-positive coupling),
+    Eq. (6) of the paper with the mean over anchors:
+
+    .. math::
+        \mathcal{L} = \operatorname{mean}_{a,p}\Big(-s_{ap} + \log\sum_{n} e^{s_{an}}\Big)
+
+    over the N = B*V L2-normalised rows, :math:`s = u^\top u/\tau`, positives ``p`` the other
+    views of the anchor's instance, negatives ``n`` every view of every other instance. The
+    authors released no code; this follows the paper and the single log-sum-exp over all
+    2B-2 negatives of ``raminnakhli/Decoupled-Contrastive-Learning`` ``loss/dcl.py::DCL``,
+    averaged over both directions (the reduction of lightly's ``DCLLoss``).
+
+    Args:
+        temperature: :math:`\tau` (default 0.1, as both reference implementations).
+        normalize: L2-normalise the projections.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    uses_predictor: ClassVar[bool] = False
+
+    def __init__(self, temperature: float = 0.1, normalize: bool = True):
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = temperature
+        self.normalize = normalize
+
+    def forward(self, z: Tensor, **_: object) -> LossOutput:
+        check_views(z)
+        with torch.autocast(z.device.type, enabled=False):
+            pl = pair_logits(upcast(z), self.temperature, self.normalize)
+            neg_lse = pl.logits.masked_fill(~pl.neg_mask, float("-inf")).logsumexp(dim=1)
+            attraction = -pl.pos.mean()
+            repulsion = neg_lse.mean()
+            loss = attraction + repulsion
+        return LossOutput(
+            loss,
+            detached_logs(**cosine_logs(z), attraction=attraction, repulsion=repulsion),
+        )

@@ -1,0 +1,98 @@
+"""Hard-negative contrastive loss (HCL; Robinson et al., ICLR 2021)."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.dcl import (
+    _check_tau_plus,
+    _check_temperature,
+    cosine_logs,
+    debiased_neg_sum,
+    pair_logits,
+    upcast,
+)
+
+
+class HardNegativeContrastive(nn.Module):
+    r"""Contrastive learning with hard negative samples (Robinson, Chuang, Sra, Jegelka, ICLR 2021).
+
+    The debiased loss of :class:`~sslkit.losses.dcl.DebiasedContrastive` with the negatives
+    importance-weighted by :math:`w_{an} \propto e^{\beta s_{an}}` (harder negatives weigh more).
+    With :math:`s_{ab} = u_a^\top u_b/\tau` on the N = B*V L2-normalised rows, positives ``p``
+    the other views of the anchor's instance and the :math:`M = (B-1)V` negatives ``n``:
+
+    .. math::
+        R_a = \frac{\sum_n e^{\beta s_{an}} e^{s_{an}}}{\frac1M\sum_n e^{\beta s_{an}}},\quad
+        N_g = \max\Big(\frac{R_a - \tau^+ M e^{s_{ap}}}{1-\tau^+},\; M e^{-1/\tau}\Big),\quad
+        \mathcal{L} = \operatorname{mean}_{a,p}\; -\log\frac{e^{s_{ap}}}{e^{s_{ap}} + N_g}
+
+    Follows ``joshr17/HCL`` ``image/main.py::criterion`` (``estimator='hard'``), including
+    that the gradient flows through the importance weights (they are not detached there).
+    ``beta = 0`` gives the debiased loss, ``beta = 0, tau_plus = 0`` SimCLR's NT-Xent.
+    Computed in log space (no overflow at low temperature); for V > 2 every other view is a
+    positive, one term per (anchor, positive) pair.
+
+    Args:
+        temperature: :math:`\tau` (official default 0.5).
+        tau_plus: class prior :math:`\tau^+` in [0, 1) (official default 0.1).
+        beta: concentration :math:`\beta \ge 0` of the hard-negative weights (official default 1.0).
+        normalize: L2-normalise the projections (the official model does).
+
+    Logs the entropy (nats) and the largest value of the normalised negative weights
+    :math:`e^{\beta s_{an}}/\sum_n e^{\beta s_{an}}`, averaged over anchors.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    uses_predictor: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        tau_plus: float = 0.1,
+        beta: float = 1.0,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        _check_temperature(temperature)
+        _check_tau_plus(tau_plus)
+        if not beta >= 0:
+            raise ValueError(f"beta (hardness) must be >= 0, got {beta}")
+        self.temperature = temperature
+        self.tau_plus = tau_plus
+        self.beta = beta
+        self.normalize = normalize
+
+    def forward(self, z: Tensor, **_: object) -> LossOutput:
+        check_views(z)
+        with torch.autocast(z.device.type, enabled=False):
+            pl = pair_logits(upcast(z), self.temperature, self.normalize)
+            off = ~pl.neg_mask
+            hard = (pl.logits * self.beta).masked_fill(off, float("-inf"))
+            lse_beta = hard.logsumexp(dim=1)
+            lse_both = (pl.logits * (1.0 + self.beta)).masked_fill(off, float("-inf"))
+            lse_both = lse_both.logsumexp(dim=1)
+            log_reweighted = lse_both - lse_beta + math.log(pl.n_neg)
+            log_den, _, clamped = debiased_neg_sum(
+                log_reweighted, pl.pos, pl.n_neg, self.tau_plus, self.temperature
+            )
+            loss = (log_den - pl.pos).mean()
+
+            with torch.no_grad():
+                w = torch.exp(hard - lse_beta[:, None])
+                entropy = lse_beta - (w * hard.masked_fill(off, 0.0)).sum(dim=1)
+                w_max = w.amax(dim=1)
+        return LossOutput(
+            loss,
+            detached_logs(
+                **cosine_logs(z),
+                weight_entropy=entropy.mean(),
+                weight_max=w_max.mean(),
+                clamp_frac=clamped.float().mean(),
+            ),
+        )

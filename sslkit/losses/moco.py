@@ -1,0 +1,106 @@
+"""MoCo v2: InfoNCE against a momentum key and a FIFO queue of past keys (He et al. 2020)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sslkit.losses.base import LossOutput, check_views, detached_logs, view_major
+
+
+def _upcast(z: Tensor) -> Tensor:
+    return z.float() if torch.finfo(z.dtype).bits < 32 else z
+
+
+class MoCo(nn.Module):
+    r"""MoCo v2 loss (He et al., CVPR 2020; Chen, Fan, Girshick, He, "Improved Baselines with
+    Momentum Contrastive Learning", 2020).
+
+    View 0 is the query :math:`q_i` (online encoder, ``z[:, 0]``); the momentum encoder's keys of
+    the other views ``k[:, w]`` are its positives; the queue rows :math:`n_j` are the negatives.
+    All L2-normalised, no gradient to keys or queue:
+
+    .. math::
+        \mathcal{L} = \operatorname{mean}_{i,\,w\ge1}
+        -\log\frac{e^{q_i^\top k^w_i/\tau}}{e^{q_i^\top k^w_i/\tau} + \sum_j e^{q_i^\top n_j/\tau}}
+
+    For V = 2 this is exactly the official, asymmetric loss (``im_q`` = view 0, ``im_k`` =
+    view 1); for V > 2 every other view's key is a positive, each with its own term. Follows
+    ``facebookresearch/moco`` ``moco/builder.py::MoCo.forward`` (logits ``[l_pos, l_neg] / T``,
+    cross-entropy with target 0) and ``_dequeue_and_enqueue``.
+
+    Queue layout: ``queue`` is ``Tensor[Q, D]``, one L2-normalised key per row, oldest first or
+    in any order (the loss does not depend on the order). The official buffer is its transpose,
+    ``[D, K]`` columns, initialised with normalised Gaussian noise. :meth:`enqueue` returns the
+    rows to push after the step: the normalised keys of views 1..V-1 (view-major), i.e.
+    ``normalize(k[:, 1])`` for V = 2, as the official code enqueues its keys.
+
+    Args:
+        temperature: :math:`\tau` (MoCo v2 recipe ``--moco-t 0.2``; the builder's v1 default is 0.07).
+        momentum: EMA coefficient of the key encoder, used by the training module (0.999).
+        queue_size: number of queued negative keys, used by the training module (65536).
+        normalize: L2-normalise queries and keys (the official model does).
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"k", "queue"})
+    uses_predictor: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        temperature: float = 0.2,
+        momentum: float = 0.999,
+        queue_size: int = 65536,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum (EMA coefficient) must be in [0, 1], got {momentum}")
+        if int(queue_size) != queue_size or queue_size < 1:
+            raise ValueError(f"queue_size must be a positive integer, got {queue_size}")
+        self.temperature = temperature
+        self.momentum = momentum
+        self.queue_size = int(queue_size)
+        self.normalize = normalize
+
+    def enqueue(self, k: Tensor) -> Tensor:
+        """Rows ``[(V-1)*B, D]`` to push into the queue: the keys used as positives, normalised."""
+        rows = view_major(k[:, 1:].detach())
+        return F.normalize(rows, dim=-1) if self.normalize else rows
+
+    def forward(
+        self, z: Tensor, k: Tensor | None = None, queue: Tensor | None = None, **_: object
+    ) -> LossOutput:
+        check_views(z)
+        if k is None or queue is None:
+            raise ValueError("MoCo needs head(z, k=Tensor[B, V, D], queue=Tensor[Q, D])")
+        if k.shape != z.shape:
+            raise ValueError(
+                f"keys k must have the shape of z {tuple(z.shape)}, got {tuple(k.shape)}"
+            )
+        if queue.dim() != 2 or queue.shape[1] != z.shape[2]:
+            raise ValueError(f"queue must be [Q, {z.shape[2]}], got {tuple(queue.shape)}")
+        with torch.autocast(z.device.type, enabled=False):
+            q = _upcast(z[:, 0])
+            keys = k[:, 1:].detach().to(q.dtype)
+            if self.normalize:
+                q = F.normalize(q, dim=-1)
+                keys = F.normalize(keys, dim=-1)
+            l_pos = torch.einsum("bd,bwd->bw", q, keys) / self.temperature
+            l_neg = (q @ queue.detach().to(q.dtype).T) / self.temperature
+            neg_lse = l_neg.logsumexp(dim=1, keepdim=True)
+            loss = (torch.logaddexp(l_pos, neg_lse) - l_pos).mean()
+            with torch.no_grad():
+                if l_neg.shape[1]:
+                    hit = l_pos > l_neg.amax(dim=1, keepdim=True)
+                else:
+                    hit = torch.ones_like(l_pos, dtype=torch.bool)
+                pos_sim = l_pos.mean() * self.temperature
+                neg_sim = l_neg.mean() * self.temperature if l_neg.numel() else l_pos.new_zeros(())
+        return LossOutput(
+            loss, detached_logs(pos_sim=pos_sim, neg_sim=neg_sim, acc1=hit.float().mean())
+        )
