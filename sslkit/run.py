@@ -78,11 +78,82 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     )
 
 
+# config sections whose change alters what a run means; anything else (max_epochs, loggers,
+# evaluation, paths, worker counts) may differ on resume
+MEANING_KEYS = ("loss", "encoder", "augment", "model", "optim", "seed", "data._target_",
+                "data.batch_size", "data.imbalance_ratio", "data.train_split")
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    saved_cfg, current_cfg = OmegaConf.create(saved), OmegaConf.create(current)
+    differing = []
+    for key in MEANING_KEYS:
+        a = OmegaConf.select(saved_cfg, key, default=None)
+        b = OmegaConf.select(current_cfg, key, default=None)
+        a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
+        b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
+        if a != b:
+            differing += _leaf_differences(key, a, b)
+    return differing
+
+
+def _leaf_differences(prefix: str, a, b) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                out += _leaf_differences(f"{prefix}.{k}", a.get(k), b.get(k))
+        return out
+    return [f"{prefix} ({a!r} -> {b!r})"]
+
+
+def planned_world_size(trainer_cfg: DictConfig) -> int | None:
+    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1) or 1
+    if isinstance(devices, int) and devices > 0:
+        return devices * nodes
+    if OmegaConf.is_list(devices):
+        return len(devices) * nodes
+    return None  # "auto" / -1: known once the trainer starts
+
+
+def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
+    """Batch size against dataset size and device count, crop sizes against image size."""
+    world = planned_world_size(cfg.trainer)
+    if world:
+        dm.per_rank_batch(world)
+    n = len(dm.split("pretrain"))
+    if dm.batch_size > n:
+        raise ConfigError(
+            f"data.batch_size={dm.batch_size} exceeds the {n} pretraining images of {dm.name}; "
+            "lower data.batch_size"
+        )
+    aug = cfg.augment
+    for key in ("crop_size", "local_crop_size"):
+        size = aug.get(key)
+        if size is not None and not 1 <= size <= dm.image_size:
+            if key == "local_crop_size" and not aug.get("local_views"):
+                continue
+            raise ConfigError(
+                f"augment.{key}={size} must be between 1 and the image size {dm.image_size} of "
+                f"{dm.name}"
+            )
+
+
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """``resume=PATH`` if given, else ``last.ckpt`` of this run dir if present; vetted."""
+    """``resume=PATH`` if given, else ``last.ckpt`` of this run dir if present; vetted, and
+    refused if its config differs in what changes the run's meaning."""
     path = Path(hydra.utils.to_absolute_path(cfg.resume)) if cfg.resume else last_checkpoint(run_dir)
-    if path is not None:
-        load_checkpoint(path)
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    differing = config_differences(ckpt["sslkit"].get("config", {}), current)
+    if differing and not cfg.get("resume_allow_config_change", False):
+        raise ConfigError(
+            f"checkpoint {path} refused: its config differs in {', '.join(differing[:6])}"
+            f"{' ...' if len(differing) > 6 else ''}; resume with the same settings or add "
+            "resume_allow_config_change=true"
+        )
     return path
 
 
@@ -126,6 +197,7 @@ def train(cfg: DictConfig) -> dict:
     ckpt = resume_path(cfg, run_dir)
     dm = build_datamodule(cfg)
     dm.setup("fit")  # missing or broken data fails here, before anything is written
+    check_sizes(cfg, dm)
     module = build_module(cfg)
     trainer = build_trainer(cfg, run_dir)
     if ckpt is not None and trainer.is_global_zero:

@@ -116,3 +116,23 @@ def test_resume_missing_or_corrupt_checkpoint_refused(tmp_path):
 def test_bad_value_in_a_group_is_one_line(tmp_path):
     msg = one_line_error(train("experiment=smoke", "loss.temperature=-1", f"hydra.run.dir={tmp_path}"))
     assert "temperature" in msg
+
+
+def test_resume_refuses_a_different_run(smoke_run, tmp_path):
+    ckpt = smoke_run / "checkpoints" / "last.ckpt"
+    msg = one_line_error(train("experiment=smoke", f"resume={ckpt}", "loss=dcl", f"hydra.run.dir={tmp_path}/a"))
+    assert "last.ckpt" in msg and "loss._target_" in msg and "resume_allow_config_change=true" in msg
+    proc = train("experiment=smoke", f"resume={ckpt}", "data.batch_size=32", "trainer.max_epochs=3",
+                 "resume_allow_config_change=true", f"hydra.run.dir={tmp_path}/b")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("data.batch_size=100000", "exceeds"),
+    ("augment.crop_size=64", "augment.crop_size=64"),
+    ("augment.views=1", "at least 2 views"),
+])
+def test_config_checked_before_any_work(override, needle, tmp_path):
+    msg = one_line_error(train("experiment=smoke", override, f"hydra.run.dir={tmp_path}"))
+    assert needle in msg
+    assert not (tmp_path / "checkpoints").exists()
