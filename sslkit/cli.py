@@ -21,17 +21,23 @@ def choices(group: str) -> list[str]:
 
 def check_choices(argv: list[str]) -> None:
     """``group=value`` for a config group whose folder has no ``value.yaml`` -> one-line error
-    listing the valid choices (Hydra's own message spans a screen)."""
+    listing the valid choices (Hydra's own message spans a screen). A multirun list
+    (``loss=infonce,dcl``) is checked value by value; sweep functions (``choice(...)``,
+    ``glob(...)``) are left to Hydra."""
     for arg in argv:
         if "=" not in arg or arg.startswith(("hydra", "-")):
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        if "." in key or "/" in key or not (CONFIG_DIR / key).is_dir():
+        if "." in key or "/" in key or "@" in key or not (CONFIG_DIR / key).is_dir():
+            continue
+        if "(" in value:
             continue
         valid = choices(key)
-        if value not in valid and value != "null":
-            fail(f"unknown {key} '{value}'; choose one of: {', '.join(valid)}")
+        for item in value.split(","):
+            item = item.strip()
+            if item not in valid and item != "null":
+                fail(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
 
 
 def print_summary(summary: dict) -> None:

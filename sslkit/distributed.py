@@ -1,10 +1,13 @@
-"""Gathering embeddings across processes with gradient."""
+"""Gathering embeddings across processes, with and without gradient.
+
+Both helpers are the identity in a single process. Every rank must pass a tensor of the same
+shape (training batches are equal-sized: the sampler drops the last incomplete global batch).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 
 
@@ -12,17 +15,42 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` from every rank along dim 0, keeping the autograd graph.
+class _GatherWithGrad(torch.autograd.Function):
+    """``all_gather`` along dim 0 whose backward sums the gradients of every rank's copy of the
+    gathered tensor and hands each rank the rows it contributed (a reduce-scatter)."""
 
-    The backward of ``torch.distributed.nn.all_gather`` sums the incoming gradients over ranks
-    (reduce-scatter). Every rank evaluates the same global loss, so rank r receives
-    ``world_size * dL/dx_r``; DDP then averages parameter gradients over ranks, which leaves
-    exactly the single-process gradient of the global loss.
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        if dist.get_backend() == dist.Backend.NCCL:
+            mine = grad.new_empty((ctx.rows, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(mine, grad)
+            return mine
+        # gloo has no reduce-scatter: all-reduce (on a copy: autograd owns ``grad``) and slice
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from every rank along dim 0 (rank order), keeping the autograd graph.
+
+    The backward sums the incoming gradients over ranks (reduce-scatter). Every rank evaluates
+    the same global loss, so rank r receives ``world_size * dL/dx_r``; DDP then averages
+    parameter gradients over ranks, which leaves exactly the single-process gradient of the
+    global loss (tests/test_distributed.py checks this for every loss head).
     """
     if world_size() == 1:
         return x
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -73,6 +74,7 @@ class ContrastiveModule(L.LightningModule):
         self.channels_last = channels_last
         self.config = config or {}
         self._step_started = 0.0
+        self._augment_gen: torch.Generator | None = None
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -100,8 +102,22 @@ class ContrastiveModule(L.LightningModule):
         return self.online.encoder(self._layout(self.augment.eval_transform(images)))
 
     # -- training -----------------------------------------------------------------------------
+    def augment_generator(self, device: torch.device, batch_idx: int) -> torch.Generator:
+        """The generator this step's augmentation draws from, seeded from ``(seed, epoch,
+        batch_idx, global_rank)``. The global RNG would not do: ``seed_everything`` gives every
+        rank the same seed, so sample i of every rank would get the same crops and jitter (a
+        global batch over W ranks would hold only B/W distinct draws). Seeding per step also
+        makes a resumed run draw what the uninterrupted one would have, on CPU and GPU alike
+        (checkpoints hold the CPU RNG state only)."""
+        if self._augment_gen is None or self._augment_gen.device != device:
+            self._augment_gen = torch.Generator(device=device)
+        key = [int(self.config.get("seed") or 0), self.current_epoch, batch_idx, self.global_rank]
+        self._augment_gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
+        return self._augment_gen
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        views = self.augment(batch["image"])
+        image = batch["image"]
+        views = self.augment(image, generator=self.augment_generator(image.device, batch_idx))
         h, z = self.embed_views(self.online, views)
         if self.predictor is not None:
             b, v, d = z.shape

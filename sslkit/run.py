@@ -62,13 +62,20 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     callbacks = [instantiate(c, f"eval.callbacks") for c in cfg.eval.callbacks.values() if c]
     ckpt_dir = run_dir / "checkpoints"
+    ck = cfg.checkpoint
     callbacks += [
-        # last.ckpt after every epoch (Lightning's save_last only follows a new best)
+        # last.ckpt after every epoch (Lightning's save_last only follows a new best), and
+        # every N steps if asked
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                        enable_version_counter=False),
+                        every_n_train_steps=ck.every_n_train_steps,
+                        save_on_train_epoch_end=True, enable_version_counter=False),
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/online_probe_top1",
                         mode="max", save_top_k=1, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
+        *([ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", monitor="epoch",
+                           mode="max", save_top_k=ck.keep_last, auto_insert_metric_name=False,
+                           save_on_train_epoch_end=True, enable_version_counter=False)]
+          if ck.keep_last else []),
         TQDMProgressBar(refresh_rate=10),
     ]
     loggers = [instantiate(c, f"logger") for c in cfg.logger.values() if c] if cfg.logger else []

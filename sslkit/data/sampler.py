@@ -12,8 +12,11 @@ class EpochBatchSampler(Sampler[list[int]]):
     """Yields index batches of ``batch_size`` (the per-rank batch).
 
     The permutation of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the same
-    order; rank ``r`` of ``world_size`` takes every ``world_size``-th index of it, so the union
-    over ranks of step ``t``'s batches is the same global batch whatever the number of ranks.
+    order. Each step takes the next ``batch_size * world_size`` indices (the global batch) and
+    rank ``r`` of ``world_size`` takes the ``r``-th of ``world_size`` contiguous, balanced slices
+    of it. Concatenating the ranks' batches in rank order (what ``all_gather`` does) therefore
+    gives back exactly the global batch of a single process, in the same order: the gathered
+    loss, the queue rows and anything else order-dependent match the one-process run.
     """
 
     def __init__(
@@ -47,7 +50,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             order = order[: len(order) // global_batch * global_batch]
         for start in range(0, len(order), global_batch):
             chunk = order[start : start + global_batch]
-            mine = chunk[self.rank :: self.world_size]
+            mine = chunk.tensor_split(self.world_size)[self.rank]
             if len(mine):
                 yield mine.tolist()
 

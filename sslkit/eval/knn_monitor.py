@@ -52,9 +52,11 @@ class KNNMonitor(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if self._bank is None:
             return
+        # each rank classified its shard of the validation split: sum the counts over ranks
         counts = torch.tensor([self._correct, self._total], dtype=torch.float64, device=pl_module.device)
-        counts = pl_module.all_gather(counts)
-        counts = counts.reshape(-1, 2).sum(0) if counts.dim() > 1 else counts
+        counts = trainer.strategy.reduce(counts, reduce_op="sum")
         if counts[1] > 0:
-            pl_module.log("val/knn_top1", (counts[0] / counts[1]).item(), prog_bar=True, rank_zero_only=True)
+            # the same value on every rank (sync_dist averages equal numbers; it keeps
+            # callback_metrics, e.g. a checkpoint monitor, the same on all ranks)
+            pl_module.log("val/knn_top1", (counts[0] / counts[1]).item(), prog_bar=True, sync_dist=True)
         self._bank = None

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
+
+from sslkit.distributed import gather_no_grad
 
 
 class OnlineLinearProbe(L.Callback):
     """Trains ``BatchNorm1d(affine=False) -> Linear`` on the encoder features of the first view
     of each training batch (detached, so the encoder never sees its gradient), and reports its
     top-1 on the validation split as ``val/online_probe_top1``. Its weights and optimiser state
-    are saved in checkpoints. Images without a label (label < 0) are skipped."""
+    are saved in checkpoints. Images without a label (label < 0) are skipped.
+
+    Under DDP every rank trains on the gathered global batch from the same (broadcast) initial
+    weights, so the classifier is the same on every rank and the same as in one process."""
 
     def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
         self.lr, self.weight_decay = lr, weight_decay
@@ -28,6 +34,9 @@ class OnlineLinearProbe(L.Callback):
         classes = trainer.datamodule.num_classes
         self.classifier = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, classes))
         self.classifier.to(pl_module.device)
+        if dist.is_available() and dist.is_initialized():
+            for tensor in self.classifier.state_dict().values():
+                dist.broadcast(tensor, src=0)
         self.optimizer = torch.optim.AdamW(
             self.classifier.parameters(), lr=self.lr, weight_decay=self.weight_decay
         )
@@ -37,7 +46,9 @@ class OnlineLinearProbe(L.Callback):
             self._pending_state = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        feats, labels = outputs["features"], outputs["labels"]
+        # the global batch, on every rank (a no-op in one process)
+        feats = gather_no_grad(outputs["features"].float())
+        labels = gather_no_grad(outputs["labels"])
         keep = labels >= 0
         if not keep.any():
             return

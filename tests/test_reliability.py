@@ -1,0 +1,56 @@
+"""Resume is bit-exact on CPU and a seed fixes the run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_train import train
+
+pytestmark = pytest.mark.slow
+
+
+def weights(run_dir):
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return ckpt["state_dict"], ckpt["optimizer_states"][0]["state"], ckpt["callbacks"]
+
+
+def assert_identical(a, b):
+    sa, oa, ca = a
+    sb, ob, cb = b
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), f"{k} differs"
+    for k in oa:
+        for name, t in oa[k].items():
+            assert torch.equal(t, ob[k][name]), f"optimizer state {k}.{name} differs"
+    probe_a = [v for key, v in ca.items() if "OnlineLinearProbe" in key][0]["classifier"]
+    probe_b = [v for key, v in cb.items() if "OnlineLinearProbe" in key][0]["classifier"]
+    for k in probe_a:
+        assert torch.equal(probe_a[k], probe_b[k]), f"online probe {k} differs"
+
+
+@pytest.mark.parametrize("loss", ["infonce", "moco"])
+def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
+    extra = [f"loss={loss}", "eval.callbacks.knn.every_n_epochs=0"]
+    if loss == "moco":
+        extra.append("loss.queue_size=96")
+    straight = tmp_path / "straight"
+    assert train("experiment=smoke", *extra, "trainer.max_epochs=3", "checkpoint.keep_last=3",
+                 f"hydra.run.dir={straight}").returncode == 0
+    epoch1 = straight / "checkpoints" / "epoch001.ckpt"  # what a run stopped after 2 epochs holds
+    assert torch.load(epoch1, weights_only=True)["epoch"] == 1
+    split = tmp_path / "split"
+    proc = train("experiment=smoke", *extra, "trainer.max_epochs=3", f"resume={epoch1}",
+                 f"hydra.run.dir={split}")
+    assert proc.returncode == 0 and "resuming from" in proc.stdout, proc.stderr[-2000:]
+    assert_identical(weights(straight), weights(split))
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    args = ["experiment=smoke", "trainer.max_epochs=1", "eval.callbacks.knn.every_n_epochs=0"]
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert train(*args, f"seed={seed}", f"hydra.run.dir={tmp_path / name}").returncode == 0
+    assert_identical(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    with pytest.raises(AssertionError):
+        assert_identical(weights(tmp_path / "a"), weights(tmp_path / "c"))
