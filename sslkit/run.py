@@ -15,6 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sslkit.checkpoint import last_checkpoint, load_checkpoint
@@ -22,6 +23,7 @@ from sslkit.errors import ConfigError, UserError
 from sslkit.eval.features import extract
 from sslkit.eval.knn import knn_top1
 from sslkit.eval.linear_probe import fit_linear_probe
+from sslkit.preemption import Preemption
 
 
 def instantiate(cfg: DictConfig, what: str, *args, **kwargs):
@@ -76,7 +78,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
                            mode="max", save_top_k=ck.keep_last, auto_insert_metric_name=False,
                            save_on_train_epoch_end=True, enable_version_counter=False)]
           if ck.keep_last else []),
-        TQDMProgressBar(refresh_rate=10),
+        TQDMProgressBar(refresh_rate=cfg.progress_bar_refresh_rate),
+        Preemption(ckpt_dir / "last.ckpt"),
     ]
     loggers = [instantiate(c, f"logger") for c in cfg.logger.values() if c] if cfg.logger else []
     return instantiate(
@@ -209,7 +212,16 @@ def train(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, run_dir)
     if ckpt is not None and trainer.is_global_zero:
         print(f"resuming from {ckpt}")
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+    except SIGTERMException:
+        stop = next(c for c in trainer.callbacks if isinstance(c, Preemption))
+        if trainer.is_global_zero:
+            epoch, step = stop.stopped_at or (trainer.current_epoch, trainer.global_step)
+            print(f"stopped by signal at epoch {epoch} step {step}; checkpoint {stop.saved}; "
+                  f"run the same command again (same hydra.run.dir) or add resume={stop.saved} "
+                  "to continue", flush=True)
+        return {}
     pretrain_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}

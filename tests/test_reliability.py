@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
-from tests.test_train import train
+from tests.test_train import ROOT, train
 
 pytestmark = pytest.mark.slow
 
@@ -54,3 +61,44 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path):
     assert_identical(weights(tmp_path / "a"), weights(tmp_path / "b"))
     with pytest.raises(AssertionError):
         assert_identical(weights(tmp_path / "a"), weights(tmp_path / "c"))
+
+
+def start_and_signal(run_dir, sig, after_batches: int, *args: str) -> subprocess.CompletedProcess:
+    """Start `train.py`, wait until the second epoch has run `after_batches` batches (read from
+    the progress bar), send `sig`, wait for the process to end."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = run_dir.parent / f"{run_dir.name}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"],
+                                cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        pattern = re.compile(rf"Epoch 1:\s+\d+%\|[^|]*\|\s*{after_batches}/")
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if pattern.search(log.read_text(errors="ignore")):
+                proc.send_signal(sig)
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(errors="ignore"), "")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL])
+def test_signal_then_resume_matches_straight_run(tmp_path, sig):
+    args = ["experiment=smoke", "trainer.max_epochs=3", "eval.callbacks.knn.every_n_epochs=0"]
+    straight = tmp_path / "straight"
+    assert train(*args, f"hydra.run.dir={straight}").returncode == 0
+    run = tmp_path / "run"
+    stopped = start_and_signal(run, sig, 3, *args, "eval.callbacks.online_probe.lr=1.0e-3")
+    if sig == signal.SIGKILL:
+        assert stopped.returncode == -signal.SIGKILL
+    else:
+        assert stopped.returncode == 0, stopped.stdout[-2000:]
+        assert "stopped by signal" in stopped.stdout and "last.ckpt" in stopped.stdout
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] >= 3
+        assert not (run / "summary.json").exists()
+    # the same command again continues the run (SIGKILL: from the last complete checkpoint)
+    resumed = train(*args, "eval.callbacks.online_probe.lr=1.0e-3", f"hydra.run.dir={run}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout
+    assert_identical(weights(straight), weights(run))

@@ -153,7 +153,25 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.batch_size={self.batch_size} exceeds the {len(data)} training images of "
                 f"{self.name}; lower data.batch_size"
             )
-        return self.loader(data, per_rank, True, True, rank, world)
+        loader = self.loader(data, per_rank, True, True, rank, world)
+        loader.batch_sampler.resume_skip = self._take_resume_skip
+        return loader
+
+    # A checkpoint written mid-epoch (preemption, step checkpoints) records how many batches of
+    # its epoch were done; the first pass over that epoch after a resume skips them.
+    def state_dict(self) -> dict:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch,
+                "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.completed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = (state["epoch"], state["batches_done"]) if state else None
+
+    def _take_resume_skip(self, epoch: int) -> int:
+        resume, self._resume = getattr(self, "_resume", None), None
+        return resume[1] if resume is not None and resume[0] == epoch else 0
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._rank()

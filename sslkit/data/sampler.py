@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Sampler
@@ -33,9 +33,17 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        # called with the epoch at the start of each pass; returns how many batches to skip
+        # (a run resuming from a checkpoint written mid-epoch)
+        self.resume_skip: Callable[[int], int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> "EpochBatchSampler":
+        # Lightning calls set_epoch on ``dataloader.batch_sampler.sampler`` at each epoch start
+        return self
 
     def _global_order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -48,7 +56,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         global_batch = self.batch_size * self.world_size
         if self.drop_last:
             order = order[: len(order) // global_batch * global_batch]
-        for start in range(0, len(order), global_batch):
+        skip = self.resume_skip(self.epoch) if self.resume_skip is not None else 0
+        for start in range(skip * global_batch, len(order), global_batch):
             chunk = order[start : start + global_batch]
             mine = chunk.tensor_split(self.world_size)[self.rank]
             if len(mine):
