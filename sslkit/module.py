@@ -20,6 +20,8 @@ from sslkit.augment.pipeline import ViewAugment
 from sslkit.distributed import gather_no_grad, gather_with_grad
 from sslkit.encoders.projector import MLP
 from sslkit.optim import build_optimizer, warmup_cosine
+from sslkit.errors import ConfigError
+from sslkit.parts.guard import NonFiniteGuard, all_finite
 from sslkit.parts.momentum import MomentumCopy
 from sslkit.parts.queue import KeyQueue
 
@@ -52,6 +54,8 @@ class ContrastiveModule(L.LightningModule):
         predictor: Callable[[int], MLP] | None = None,
         momentum_schedule: str = "constant",
         channels_last: bool = False,
+        nonfinite: str = "stop",
+        max_nonfinite_skips: int = 10,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -74,6 +78,7 @@ class ContrastiveModule(L.LightningModule):
         self.channels_last = channels_last
         self.config = config or {}
         self._step_started = 0.0
+        self.guard = NonFiniteGuard(nonfinite, max_nonfinite_skips)
         self._augment_gen: torch.Generator | None = None
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -136,9 +141,17 @@ class ContrastiveModule(L.LightningModule):
             extras["labels"] = gather_no_grad(batch["label"])
         if "prior" in self.requires:
             if "prior" not in batch:
-                raise ValueError(f"{type(self.head).__name__} needs prior features; the data has none")
+                raise ConfigError(
+                    f"loss {type(self.head).__name__} needs prior features and data "
+                    f"{type(self.trainer.datamodule).__name__} provides none; use loss.kernel=null"
+                )
             extras["prior"] = gather_no_grad(batch["prior"])
         out = self.head(gather_with_grad(z), **extras)
+        if not torch.isfinite(out.loss.detach()):
+            terms = {"loss": out.loss, **out.logs}
+            if self.guard.should_skip("loss", self._where(), terms, self._last_checkpoint()):
+                self.log("train/skipped_steps", float(self.guard.skipped))
+                return None  # Lightning skips backward and the optimiser step
         if self.queue is not None and keys is not None:
             self.queue.push(self.head.enqueue(keys))
         bs = batch["image"].shape[0]
@@ -148,6 +161,21 @@ class ContrastiveModule(L.LightningModule):
                 continue
             self.log(f"train/{name}", value, batch_size=bs)
         return {"loss": out.loss, "features": h[:, 0].detach(), "labels": batch["label"]}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        if not all_finite(grads):
+            if self.guard.should_skip("gradient", self._where(), {}, self._last_checkpoint()):
+                optimizer.zero_grad(set_to_none=True)  # parameters without .grad are not updated
+                self.log("train/skipped_steps", float(self.guard.skipped))
+
+    def _where(self) -> str:
+        return f"epoch {self.current_epoch} step {self.global_step}"
+
+    def _last_checkpoint(self):
+        from pathlib import Path
+
+        return Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._step_started = time.perf_counter()

@@ -136,3 +136,11 @@ def test_config_checked_before_any_work(override, needle, tmp_path):
     msg = one_line_error(train("experiment=smoke", override, f"hydra.run.dir={tmp_path}"))
     assert needle in msg
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_nonfinite_loss_stops_with_step_terms_and_checkpoint(tmp_path):
+    msg = one_line_error(train("experiment=smoke", "optim.optimizer.lr=1e38", f"hydra.run.dir={tmp_path}/a"))
+    assert "non-finite loss at epoch 0 step" in msg and "loss=nan" in msg and "last good checkpoint" in msg
+    msg = one_line_error(train("experiment=smoke", "optim.optimizer.lr=1e38", "model.nonfinite=skip",
+                               "model.max_nonfinite_skips=2", f"hydra.run.dir={tmp_path}/b"))
+    assert "2 steps skipped already" in msg

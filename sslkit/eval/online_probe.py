@@ -46,6 +46,8 @@ class OnlineLinearProbe(L.Callback):
             self._pending_state = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not outputs:  # a skipped step
+            return
         # the global batch, on every rank (a no-op in one process)
         feats = gather_no_grad(outputs["features"].float())
         labels = gather_no_grad(outputs["labels"])

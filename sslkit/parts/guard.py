@@ -1,0 +1,51 @@
+"""Stop (or skip the step) when the loss or a gradient stops being finite."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sslkit.errors import UserError
+
+
+class NonFiniteError(UserError):
+    pass
+
+
+class NonFiniteGuard:
+    """``policy="stop"`` raises a one-line error naming the step, the loss terms and the last
+    good checkpoint; ``"skip"`` drops the step (no parameter update) up to ``max_skips`` times
+    in a run, then stops."""
+
+    def __init__(self, policy: str = "stop", max_skips: int = 10) -> None:
+        if policy not in ("stop", "skip"):
+            raise ValueError(f"model.nonfinite must be 'stop' or 'skip', got {policy!r}")
+        self.policy, self.max_skips, self.skipped = policy, max_skips, 0
+
+    def should_skip(self, what: str, where: str, terms: dict, checkpoint: Path | None) -> bool:
+        """Call when ``what`` (the loss, a gradient) is not finite; True: skip this step."""
+        if self.policy == "skip" and self.skipped < self.max_skips:
+            self.skipped += 1
+            return True
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in terms.items())
+        last = checkpoint if checkpoint is not None and checkpoint.exists() else "none written yet"
+        limit = f" ({self.skipped} steps skipped already)" if self.policy == "skip" else ""
+        raise NonFiniteError(
+            f"non-finite {what} at {where}{limit}; loss terms: {shown or 'n/a'}; last good "
+            f"checkpoint: {last}; lower optim.optimizer.lr, raise the temperature, or set "
+            "model.nonfinite=skip"
+        )
+
+
+def all_finite(tensors: Iterable[Tensor | None]) -> bool:
+    flags = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _fmt(v) -> str:
+    v = float(v.detach()) if isinstance(v, Tensor) and v.numel() == 1 else v
+    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
