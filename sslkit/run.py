@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sslkit.checkpoint import last_checkpoint, load_checkpoint
-from sslkit.errors import ConfigError, UserError
+from sslkit.errors import CheckpointError, ConfigError, UserError
 from sslkit.eval.features import extract
 from sslkit.eval.knn import knn_top1
 from sslkit.eval.linear_probe import fit_linear_probe
@@ -149,6 +149,22 @@ def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
             )
 
 
+def check_same_model(path: Path, module: L.LightningModule) -> None:
+    """Refuse, by name, a checkpoint whose weights do not fit this model."""
+    saved = load_checkpoint(path)["state_dict"]
+    own = module.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = sorted(k for k in set(own) & set(saved) if own[k].shape != saved[k].shape)
+    if missing or unexpected or shapes:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes))
+            if keys
+        )
+        raise CheckpointError(f"checkpoint {path} refused: it holds another model ({detail})")
+
+
 def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
     """``resume=PATH`` if given, else ``last.ckpt`` of this run dir if present; vetted, and
     refused if its config differs in what changes the run's meaning."""
@@ -211,11 +227,14 @@ def train(cfg: DictConfig) -> dict:
     dm.setup("fit")  # missing or broken data fails here, before anything is written
     check_sizes(cfg, dm)
     module = build_module(cfg)
+    if ckpt is not None:
+        check_same_model(ckpt, module)
     trainer = build_trainer(cfg, run_dir)
     if ckpt is not None and trainer.is_global_zero:
         print(f"resuming from {ckpt}")
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None,
+                    weights_only=True)
     except SIGTERMException:
         stop = next(c for c in trainer.callbacks if isinstance(c, Preemption))
         if trainer.is_global_zero:

@@ -144,3 +144,19 @@ def test_nonfinite_loss_stops_with_step_terms_and_checkpoint(tmp_path):
     msg = one_line_error(train("experiment=smoke", "optim.optimizer.lr=1e38", "model.nonfinite=skip",
                                "model.max_nonfinite_skips=2", f"hydra.run.dir={tmp_path}/b"))
     assert "2 steps skipped already" in msg
+
+
+def test_checkpoint_of_another_model_or_newer_format_refused(smoke_run, tmp_path):
+    ckpt = smoke_run / "checkpoints" / "last.ckpt"
+    msg = one_line_error(train("experiment=smoke", f"resume={ckpt}", "encoder.widths=[8,32]",
+                               "resume_allow_config_change=true", f"hydra.run.dir={tmp_path}/a"))
+    assert "last.ckpt refused" in msg and "another model" in msg and "shape differs" in msg
+    state = torch.load(ckpt, weights_only=True)
+    state["sslkit"]["format_version"] = 99
+    newer = tmp_path / "newer.ckpt"
+    torch.save(state, newer)
+    msg = one_line_error(train("experiment=smoke", f"resume={newer}", f"hydra.run.dir={tmp_path}/b"))
+    assert "newer.ckpt refused" in msg and "format version 99" in msg
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    msg = one_line_error(train("experiment=smoke", f"resume={tmp_path / 'foreign.ckpt'}", f"hydra.run.dir={tmp_path}/c"))
+    assert "foreign.ckpt refused" in msg and "not written by sslkit" in msg
