@@ -13,8 +13,20 @@ from sslkit.module import FORMAT_VERSION
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    path = run_dir / "checkpoints" / "last.ckpt"
-    return path if path.exists() else None
+    """The newest checkpoint of a run dir: ``checkpoints/last.ckpt`` or, if later, the
+    ``hpc_ckpt_N.ckpt`` Lightning writes when SLURM signals a preemption (mid-epoch)."""
+    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+                  if p.exists()]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+
+    def step(path: Path) -> int:
+        try:
+            return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", -1))
+        except Exception:  # noqa: BLE001 - an unreadable candidate is simply not the newest
+            return -1
+
+    return max(candidates, key=step)
 
 
 def load_checkpoint(path: str | Path) -> dict:
