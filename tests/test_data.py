@@ -154,3 +154,19 @@ def test_global_batch_must_divide_devices():
 def test_synthetic_deterministic():
     a, b = Synthetic(seed=1).split("train"), Synthetic(seed=1).split("train")
     assert torch.equal(a.images, b.images) and a.images.shape == (512, 1, 16, 16)
+
+
+def test_imagenet100_config_uses_the_shipped_class_list(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from sslkit.cli import CONFIG_DIR
+
+    classes = (CONFIG_DIR.parent / "sslkit" / "data" / "imagenet100_classes.txt").read_text().split()
+    assert len(classes) == len(set(classes)) == 100
+    make_image_folder(tmp_path, classes=classes[:100] + ["n99999999"], per_class=1, size=(8, 8))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["data=imagenet100", f"data.root={tmp_path}", "data.image_size=8"])
+    dm = instantiate(cfg.data)
+    train = dm.split("train")
+    assert train.classes == classes and len(train) == 100 and dm.num_classes == 100

@@ -160,3 +160,11 @@ def test_checkpoint_of_another_model_or_newer_format_refused(smoke_run, tmp_path
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     msg = one_line_error(train("experiment=smoke", f"resume={tmp_path / 'foreign.ckpt'}", f"hydra.run.dir={tmp_path}/c"))
     assert "foreign.ckpt refused" in msg and "not written by sslkit" in msg
+
+
+def test_wandb_offline_and_multicrop(tmp_path):
+    proc = train("experiment=smoke", "logger=wandb", "augment=multicrop", "augment.local_crop_size=8",
+                 "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline wandb run written"
+    assert (tmp_path / "metrics.csv").exists()

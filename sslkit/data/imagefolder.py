@@ -84,7 +84,7 @@ class ImageFolder(ImageDataModule):
                 path = Path(__file__).parent / class_list
             if not path.exists():
                 raise DataError(f"class list not found: {path}")
-            self.classes = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+            self.classes = path.read_text().split()
             if not self.classes:
                 raise DataError(f"{path}: class list is empty")
 
