@@ -82,9 +82,12 @@ def start_and_signal(run_dir, sig, after_batches: int, *args: str) -> subprocess
     return subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(errors="ignore"), "")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL])
-def test_signal_then_resume_matches_straight_run(tmp_path, sig):
-    args = ["experiment=smoke", "trainer.max_epochs=3", "eval.callbacks.knn.every_n_epochs=0"]
+@pytest.mark.parametrize("sig,every", [(signal.SIGTERM, None), (signal.SIGUSR1, None),
+                                       (signal.SIGKILL, None), (signal.SIGKILL, 3)])
+def test_signal_then_resume_matches_straight_run(tmp_path, sig, every):
+    """SIGKILL with step checkpoints every 3 steps resumes from a mid-epoch last.ckpt."""
+    args = ["experiment=smoke", "trainer.max_epochs=3", "eval.callbacks.knn.every_n_epochs=0",
+            f"checkpoint.every_n_train_steps={every or 'null'}"]
     straight = tmp_path / "straight"
     assert train(*args, f"hydra.run.dir={straight}").returncode == 0
     run = tmp_path / "run"

@@ -163,8 +163,10 @@ class ImageDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return {}
+        # "processed": a checkpoint written in on_train_batch_end (step checkpoints) comes before
+        # Lightning counts the batch as completed, yet its update is already in the weights
         return {"epoch": trainer.current_epoch,
-                "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.completed}
+                "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = (state["epoch"], state["batches_done"]) if state else None
