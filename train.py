@@ -18,7 +18,7 @@ from sslkit.errors import UserError
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     from sslkit.run import train  # heavy imports after Hydra has parsed the command line
 
     try:
@@ -27,6 +27,9 @@ def main(cfg: DictConfig) -> None:
         fail(str(err))
     if summary:
         print_summary(summary)
+        # what a sweeper optimises (hydra-optuna-sweeper): the summary key named by `objective`
+        return summary.get(cfg.get("objective") or "linear_probe_top1")
+    return None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,391 @@
+"""Summarise a Hydra multirun sweep: one row per swept setting, mean and 95% t-interval over seeds.
+
+    python scripts/sweep_report.py multirun/temperature_x_loss/2025-01-01_12-00-00
+    python scripts/sweep_report.py SWEEP_DIR --metrics linear_probe_top1 knn_top1 --plot-metric knn_top1
+
+Reads every run's ``summary.json`` and ``.hydra/overrides.yaml`` under SWEEP_DIR. The swept keys
+are the overrides whose value differs between runs; runs are grouped by the swept keys except
+``seed`` (``--seed-key``), so each row pools the seeds of one setting. Prints the table (rich),
+writes ``SWEEP_DIR/report.csv`` and plots the ``--plot-metric`` with its interval as error bars
+to ``SWEEP_DIR/report.png``. Runs without a summary (failed or unfinished) are counted and
+listed, never averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DEFAULT_METRICS = ("linear_probe_top1", "knn_top1", "online_probe_top1", "wall_seconds")
+
+
+@dataclass
+class Run:
+    path: Path
+    overrides: dict[str, str]
+    summary: dict | None
+
+
+@dataclass
+class Group:
+    key: tuple[str, ...]  # values of the grouping keys
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        out = []
+        for r in self.runs:
+            v = r.summary.get(metric) if r.summary else None
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+
+def parse_overrides(lines: list[str]) -> dict[str, str]:
+    """``["+sweep=x", "loss.temperature=0.1"]`` -> ``{"sweep": "x", "loss.temperature": "0.1"}``
+    (the ``+``/``++`` prefixes dropped; ``~key`` deletions kept as ``key: "~"``)."""
+    out: dict[str, str] = {}
+    for line in lines:
+        line = str(line)
+        if line.startswith("~"):
+            out[line.lstrip("~").split("=", 1)[0]] = "~"
+            continue
+        key, _, value = line.partition("=")
+        out[key.lstrip("+")] = value
+    return out
+
+
+def natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def find_runs(sweep_dir: Path) -> list[Run]:
+    runs = []
+    for ov in sorted(sweep_dir.glob("**/.hydra/overrides.yaml"), key=natural_key):
+        run_dir = ov.parent.parent
+        if ".submitit" in run_dir.parts:
+            continue
+        overrides = parse_overrides(yaml.safe_load(ov.read_text()) or [])
+        summary_file = run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+        runs.append(Run(run_dir, overrides, summary))
+    return runs
+
+
+def as_number(value: str) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Keys whose value differs between runs, in the order they first appear."""
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k in r.overrides if k not in keys]
+    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+
+
+def ordered_values(runs: list[Run], key: str) -> list[str]:
+    """Values of ``key`` in sweep order, numerically sorted when they are all numbers."""
+    seen: list[str] = []
+    for r in runs:
+        v = r.overrides.get(key, "-")
+        if v not in seen:
+            seen.append(v)
+    if all(as_number(v) is not None for v in seen):
+        seen.sort(key=lambda v: as_number(v))
+    return seen
+
+
+def t_quantile(df: int, q: float = 0.975) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    n = len(values)
+    if n == 0:
+        return {"mean": math.nan, "ci95": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    ci = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": mean, "ci95": ci, "std": std, "min": min(values), "max": max(values)}
+
+
+def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
+    order = {k: ordered_values(runs, k) for k in keys}
+    groups: dict[tuple[str, ...], Group] = {}
+    for r in runs:
+        key = tuple(r.overrides.get(k, "-") for k in keys)
+        groups.setdefault(key, Group(key)).runs.append(r)
+    return sorted(groups.values(), key=lambda g: [order[k].index(v) for k, v in zip(keys, g.key)])
+
+
+def build_report(sweep_dir: Path, metrics: list[str], seed_key: str = "seed") -> dict:
+    """Everything the table, CSV and plot show; also what tests check."""
+    runs = find_runs(sweep_dir)
+    done = [r for r in runs if r.summary is not None]
+    swept = swept_keys(runs)
+    group_keys = [k for k in swept if k != seed_key]
+    fixed = {k: v for k, v in (runs[0].overrides.items() if runs else []) if k not in swept}
+    rows = []
+    for g in group_runs(done, group_keys):
+        row: dict = dict(zip(group_keys, g.key))
+        row["n"] = len(g.runs)
+        row["seeds"] = " ".join(sorted({r.overrides.get(seed_key, "default") for r in g.runs}, key=natural_key_str))
+        row["runs"] = " ".join(r.path.name for r in g.runs)
+        row["_values"] = {m: g.values(m) for m in metrics}  # per-run values (plot scatter)
+        for m in metrics:
+            for stat, v in stats(row["_values"][m]).items():
+                row[f"{m}_{stat}"] = v
+        rows.append(row)
+    return {
+        "sweep_dir": str(sweep_dir), "keys": group_keys, "seed_key": seed_key, "fixed": fixed,
+        "metrics": metrics, "rows": rows, "runs": len(runs),
+        "missing": [str(r.path) for r in runs if r.summary is None],
+    }
+
+
+def natural_key_str(s: str) -> list:
+    return natural_key(Path(s))
+
+
+def short(value: str) -> str:
+    """Long floats from a Bayesian search (0.2588170214937917) shown as 0.2588."""
+    x = as_number(value)
+    return f"{x:.4g}" if x is not None and len(value) > 8 else value
+
+
+def fmt(mean: float, ci: float, metric: str) -> str:
+    if math.isnan(mean):
+        return "-"
+    digits = 1 if metric.endswith("seconds") else 4
+    return f"{mean:.{digits}f}" + ("" if math.isnan(ci) else f" ± {ci:.{digits}f}")
+
+
+def print_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics, keys = report["metrics"], report["keys"]
+    fixed = " ".join(f"{k}={v}" for k, v in report["fixed"].items()) or "none"
+    table = Table(
+        title=f"sweep {report['sweep_dir']}",
+        caption=f"mean ± 95% t-interval over seeds; fixed overrides: {fixed}",
+    )
+    for k in keys:
+        table.add_column(k, style="cyan")
+    table.add_column("n", justify="right")
+    table.add_column(report["seed_key"] + "s")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    best = None
+    key_metric = metrics[0] if metrics else None
+    if key_metric and report["rows"]:
+        means = [r[f"{key_metric}_mean"] for r in report["rows"]]
+        finite = [m for m in means if not math.isnan(m)]
+        best = max(finite) if finite and not key_metric.endswith("seconds") else None
+    for row in report["rows"]:
+        cells = [short(row[k]) for k in keys] + [str(row["n"]), row["seeds"]]
+        for m in metrics:
+            text = fmt(row[f"{m}_mean"], row[f"{m}_ci95"], m)
+            cells.append(f"[bold green]{text}[/]" if m == key_metric and row[f"{m}_mean"] == best else text)
+        table.add_row(*cells)
+    console = Console(width=max(100, 24 * (len(metrics) + len(keys))))
+    console.print(table)
+    if report["missing"]:
+        console.print(f"[yellow]{len(report['missing'])} of {report['runs']} runs have no summary.json "
+                      f"(failed or unfinished):[/] " + ", ".join(report["missing"]))
+
+
+def write_csv(report: dict, path: Path) -> None:
+    columns = report["keys"] + ["n", "seeds", "runs"]
+    columns += [f"{m}_{s}" for m in report["metrics"] for s in ("mean", "ci95", "std", "min", "max")]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        for row in report["rows"]:
+            writer.writerow({c: ("" if isinstance(row.get(c), float) and math.isnan(row[c]) else row.get(c))
+                             for c in columns})
+
+
+def plot(report: dict, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, keys = report["rows"], report["keys"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=150)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(rows) > 2 and len(keys) > 1 and all(len({r[k] for r in rows}) == len(rows) for k in keys):
+        plot_search(ax, rows, keys, metric)
+        ax.set_title(f"{metric} per trial of a search ({len(rows)} settings)\n"
+                     f"{Path(report['sweep_dir']).name}", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, bbox_inches="tight")
+        plt.close(fig)
+        return
+    x_lines = False  # join the points of a series (a numeric x axis with few series)
+    if not keys:  # one setting, several seeds
+        series = {"all runs": rows}
+        x_key, x_numeric = None, False
+    else:
+        # x axis: the numeric key with most values (else the key with most values);
+        # one line per combination of the other keys
+        def n_values(k):
+            return len({r[k] for r in rows})
+
+        numeric = [k for k in keys if all(as_number(r[k]) is not None for r in rows)]
+        x_key = max(numeric or keys, key=n_values)
+        x_numeric = x_key in numeric
+        others = [k for k in keys if k != x_key]
+        series = {}
+        for r in rows:
+            label = ", ".join(short(r[k]) for k in others) if others else metric
+            series.setdefault(label, []).append(r)
+        x_lines = x_numeric
+        if len(series) > 10:  # a random or Bayesian search: every point its own setting
+            series = {f"each run (other keys: {', '.join(others)})": rows}
+            x_lines = False
+    x_cats = [] if x_numeric or x_key is None else list(dict.fromkeys(r[x_key] for r in rows))
+    xs_all = sorted({as_number(r[x_key]) for r in rows}) if x_numeric else []
+    log_x = x_numeric and xs_all[0] > 0 and xs_all[-1] / xs_all[0] >= 8
+    n_series = len(series)
+    # series side by side around each x, so error bars do not hide each other
+    step = min(0.08, 0.5 / n_series)
+    if x_numeric:
+        lo_x, hi_x = (math.log(xs_all[0]), math.log(xs_all[-1])) if log_x else (xs_all[0], xs_all[-1])
+        step *= 0.25 * ((hi_x - lo_x) or 1.0)
+    lows, highs = [], []
+    for i, (label, srows) in enumerate(series.items()):
+        color = colors[i % len(colors)]
+        shift = (i - (n_series - 1) / 2) * step
+        xs, ys, es = [], [], []
+        for r in srows:
+            if x_key is None:
+                x = 0.0
+            elif x_numeric:
+                v = as_number(r[x_key])
+                x = v * math.exp(shift) if log_x else v + shift
+            else:
+                x = x_cats.index(r[x_key]) + shift
+            mean, ci = r[f"{metric}_mean"], r[f"{metric}_ci95"]
+            if math.isnan(mean):
+                continue
+            xs.append(x), ys.append(mean), es.append(0.0 if math.isnan(ci) else ci)
+            run_vals = r["_values"].get(metric, [])
+            lows += [mean - es[-1], *run_vals]
+            highs += [mean + es[-1], *run_vals]
+            if run_vals:
+                ax.scatter([x] * len(run_vals), run_vals, s=9, color=color, alpha=0.35, zorder=2)
+        ax.errorbar(xs, ys, yerr=es, color=color, marker="o", markersize=5, capsize=4,
+                    linewidth=1.5 if x_lines else 0, elinewidth=1.4, label=f"{label}", zorder=3)
+    if x_key is None:
+        ax.set_xticks([0.0], ["all runs"])
+        ax.set_xlim(-1, 1)
+    elif x_numeric:
+        if log_x:
+            ax.set_xscale("log")
+        if len(xs_all) <= 12:
+            ax.set_xticks(xs_all, [f"{v:g}" for v in xs_all])
+            ax.minorticks_off()
+        ax.set_xlabel(x_key)
+    else:
+        ax.set_xticks(range(len(x_cats)), x_cats, rotation=20 if len(x_cats) > 5 else 0)
+        ax.set_xlim(-0.6, len(x_cats) - 0.4)
+        ax.set_xlabel(x_key)
+    ax.set_ylabel(metric.replace("_", " "))
+    # accuracies live in [0, 1]: a t-interval of few seeds may reach past that, so the axis stops
+    # at the bounds (said under the plot) instead of shrinking the data to a sliver
+    values = [v for r in rows for v in r["_values"].get(metric, [])]
+    if lows and values and all(0.0 <= v <= 1.0 for v in values):
+        lo, hi = min(lows), max(highs)
+        pad = 0.06 * max(hi - lo, 1e-3)
+        clipped = lo < 0.0 or hi > 1.0
+        ax.set_ylim(max(lo - pad, 0.0 if clipped and lo < 0 else -1.0),
+                    min(hi + pad, 1.0 if hi > 1.0 else 1.05))
+        if clipped:
+            fig.text(0.01, 0.01, "intervals clipped at the [0, 1] range of the metric", fontsize=7,
+                     color="0.4")
+    ns = sorted({r["n"] for r in rows})
+    n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}"
+    ax.set_title(f"{metric}: mean and 95% t-interval over seeds ({n_text} per point)\n"
+                 f"{Path(report['sweep_dir']).name}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if keys and (len(series) > 1 or len(keys) > 1):
+        others = [k for k in keys if k != x_key]
+        ax.legend(title=", ".join(others) if others else None, fontsize=8, title_fontsize=8,
+                  loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_search(ax, rows: list[dict], keys: list[str], metric: str) -> None:
+    """A random or Bayesian search (no two runs share a value): the metric of each trial in
+    launch order, the best so far, and the best trial's setting."""
+    rows = sorted(rows, key=lambda r: natural_key_str(r["runs"]))
+    ys = [r[f"{metric}_mean"] for r in rows]
+    xs = list(range(len(rows)))
+    ax.plot(xs, ys, "o", color="C0", markersize=5, label="trial")
+    best, best_so_far = -math.inf, []
+    for y in ys:
+        best = max(best, y) if not math.isnan(y) else best
+        best_so_far.append(best)
+    ax.step(xs, best_so_far, where="post", color="C1", linewidth=1.5, label="best so far")
+    i = max(range(len(ys)), key=lambda j: -math.inf if math.isnan(ys[j]) else ys[j])
+    setting = "\n".join(f"{k}={short(rows[i][k])}" for k in keys)
+    ax.plot([xs[i]], [ys[i]], "*", color="C3", markersize=13, label="best trial", zorder=3)
+    ax.text(1.02, 0.5, f"best trial (run {rows[i]['runs']}):\n{metric} = {ys[i]:.4f}\n{setting}",
+            transform=ax.transAxes, fontsize=8, va="center", ha="left",
+            bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.7"))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial (launch order)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="the multirun dir (hydra.sweep.dir)")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
+                        help="summary.json keys to tabulate (default: %(default)s)")
+    parser.add_argument("--plot-metric", default="linear_probe_top1")
+    parser.add_argument("--seed-key", default="seed", help="override pooled over (default: seed)")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
+        return 2
+    metrics = list(dict.fromkeys([*args.metrics, args.plot_metric]))
+    report = build_report(args.sweep_dir, metrics, args.seed_key)
+    if not report["rows"]:
+        print(f"error: no run under {args.sweep_dir} has both .hydra/overrides.yaml and summary.json",
+              file=sys.stderr)
+        return 1
+    print_table(report)
+    write_csv(report, args.sweep_dir / "report.csv")
+    print(f"wrote {args.sweep_dir / 'report.csv'}")
+    if not args.no_plot:
+        plot(report, args.plot_metric, args.sweep_dir / "report.png")
+        print(f"wrote {args.sweep_dir / 'report.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

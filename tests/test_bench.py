@@ -1,0 +1,59 @@
+"""`scripts/bench.py --quick`: it runs and writes a results file of the documented structure.
+Timings are never asserted (DESIGN: tests never assert timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "scripts/bench.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_quick_heads_bench_writes_results(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "heads", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "InfoNCE" in proc.stdout and str(out) in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["quick"] is True and set(results["sections"]) == {"heads"}
+    machine = results["machine"]
+    assert machine["cpu_count"] >= 1 and machine["torch_threads"] >= 1 and len(machine["loadavg_start"]) == 3
+    heads = results["sections"]["heads"]
+    assert heads["settings"]["dim"] == 128 and heads["settings"]["views"] == 2
+    assert heads["settings"]["queue"] == 4096
+    batches = heads["settings"]["batches"]
+    names = {p.stem for p in (ROOT / "configs" / "loss").glob("*.yaml")}
+    rows = heads["rows"]
+    # every head of configs/loss at every batch size, measured without error, relative to InfoNCE
+    assert {(r["head"], r["batch"]) for r in rows} >= {(n, b) for n in names for b in batches}
+    for row in rows:
+        assert "error" not in row, row
+        assert row["repeats"] >= 1 and len(row["seconds"]) == row["repeats"]
+        assert row["seconds_min"] <= row["seconds_median"]
+        assert math.isfinite(row["time_ratio_to_infonce"]) and row["time_ratio_to_infonce"] > 0
+        assert row["ratio_to"] == "infonce"
+        ctx = row["context"]
+        assert {"torch_threads", "cpu_count", "loadavg", "loadavg_1m_at_repeats"} <= set(ctx)
+        if row["head"] == "infonce":
+            assert row["time_ratio_to_infonce"] == 1.0
+        if row["head"] in ("moco", "cacr_moco"):
+            assert "queue 4096" in row["extras"]
+
+
+def test_unknown_section_is_refused(tmp_path):
+    proc = run_bench("--only", "nope", "--out", str(tmp_path / "b.json"), timeout=60)
+    assert proc.returncode != 0 and "unknown section" in proc.stderr
+    assert not (tmp_path / "b.json").exists()

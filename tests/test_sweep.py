@@ -1,0 +1,158 @@
+"""Sweeps: every configs/sweep file composes; a real tiny multirun of train.py; sweep_report."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEPS = sorted((ROOT / "configs" / "sweep").glob("*.yaml"))
+
+
+def load_report_module():
+    spec = importlib.util.spec_from_file_location("sweep_report", ROOT / "scripts" / "sweep_report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_report"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_sweep_files_exist_and_say_how_to_run():
+    names = {p.stem for p in SWEEPS}
+    assert {"temperature_x_loss", "batch_size_x_loss", "gca_epsilon_x_iterations", "seeds",
+            "optuna_infonce"} <= names
+    for path in SWEEPS:
+        lines = path.read_text().splitlines()
+        # Hydra reads the package header only before any other comment, so it comes first;
+        # the next line says what the file sweeps and how to run it
+        assert lines[0] == "# @package _global_", path
+        assert lines[1].startswith("# ") and f"python train.py -m +sweep={path.stem}" in lines[1], path
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_composes_with_params(path):
+    cfg = compose_train(f"+sweep={path.stem}")
+    params = cfg.hydra.sweeper.params
+    assert params, f"{path.name} sets no hydra.sweeper.params"
+    assert path.stem in cfg.hydra.sweep.dir
+    # every swept key exists in the config of each swept head (loss is a group)
+    for loss in str(params.get("loss", cfg.hydra.runtime.choices.get("loss", "infonce"))).split(","):
+        job = compose_train(f"+sweep={path.stem}", f"loss={loss}")
+        for key in params:
+            if key != "loss":
+                assert OmegaConf.select(job, key) is not None, (loss, key)
+
+
+def test_sweep_values_fit_the_heads():
+    """Each head a grid sweeps takes the parameters the grid sets."""
+    for name in ("temperature_x_loss", "gca_epsilon_x_iterations"):
+        params = yaml.safe_load((ROOT / "configs" / "sweep" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
+        for loss in str(params["loss"]).split(","):
+            head = yaml.safe_load((ROOT / "configs" / "loss" / f"{loss}.yaml").read_text())
+            for key in params:
+                if key.startswith("loss."):
+                    assert key.split(".", 1)[1] in head, (name, loss, key)
+
+
+def test_optuna_sweep_selects_the_optuna_sweeper():
+    cfg = compose_train("+sweep=optuna_infonce")
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.objective == "linear_probe_top1"
+
+
+def test_slurm_launcher_config():
+    cfg = compose_train("hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 1
+    assert launcher.timeout_min > 0 and launcher.cpus_per_task > 0
+
+
+def test_cli_checks_every_value_of_a_multirun_list():
+    from sslkit.cli import check_choices
+
+    check_choices(["loss=infonce,dcl", "+sweep=seeds", "loss=glob(gca_*)"])
+    with pytest.raises(SystemExit):
+        check_choices(["loss=infonce,nope"])
+
+
+def test_report_statistics_by_hand(tmp_path):
+    report_mod = load_report_module()
+    values = {("0.1", "0"): 0.5, ("0.1", "1"): 0.7, ("0.1", "2"): 0.6, ("0.2", "0"): 0.9}
+    for i, ((temp, seed), acc) in enumerate(values.items()):
+        run = tmp_path / str(i)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(
+            f"- +sweep=x\n- loss.temperature={temp}\n- seed={seed}\n")
+        if i < 4:
+            (run / "summary.json").write_text(json.dumps({"linear_probe_top1": acc}))
+    unfinished = tmp_path / "4"
+    (unfinished / ".hydra").mkdir(parents=True)
+    (unfinished / ".hydra" / "overrides.yaml").write_text("- +sweep=x\n- loss.temperature=0.2\n- seed=1\n")
+    rep = report_mod.build_report(tmp_path, ["linear_probe_top1"])
+    assert rep["keys"] == ["loss.temperature"] and rep["fixed"] == {"sweep": "x"}
+    assert rep["missing"] == [str(unfinished)]
+    first, second = rep["rows"]
+    assert first["n"] == 3 and first["seeds"] == "0 1 2"
+    assert first["linear_probe_top1_mean"] == pytest.approx(0.6)
+    # t(0.975, 2) = 4.302653; std = 0.1
+    assert first["linear_probe_top1_ci95"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6)
+    assert second["n"] == 1 and math.isnan(second["linear_probe_top1_ci95"])
+
+
+@pytest.mark.slow
+def test_tiny_multirun_and_report(tmp_path):
+    """A real `python train.py -m` over 2 temperatures x 2 seeds, then sweep_report on it."""
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", "+sweep=temperature_x_loss", "experiment=smoke",
+         "loss=infonce", "loss.temperature=0.2,0.5", "seed=0,1", "trainer.max_epochs=1",
+         "eval.callbacks.knn.every_n_epochs=0", "eval.final.linear_probe.epochs=3",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert len(runs) == 4 and all((r / "summary.json").exists() for r in runs)
+    assert (sweep_dir / "multirun.yaml").exists()
+
+    # the runs' own numbers, keyed by temperature
+    by_temp: dict[str, list[dict]] = {}
+    for run in runs:
+        overrides = dict(o.lstrip("+").split("=", 1) for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()))
+        by_temp.setdefault(overrides["loss.temperature"], []).append(json.loads((run / "summary.json").read_text()))
+
+    proc = subprocess.run([sys.executable, "scripts/sweep_report.py", str(sweep_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loss.temperature" in proc.stdout and "±" in proc.stdout
+    assert (sweep_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(sweep_dir / "report.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["loss.temperature"] for r in rows] == ["0.2", "0.5"]
+    for row in rows:
+        summaries = by_temp[row["loss.temperature"]]
+        assert row["n"] == "2" and row["seeds"] == "0 1"
+        for metric in ("linear_probe_top1", "knn_top1", "wall_seconds"):
+            values = [s[metric] for s in summaries]
+            assert float(row[f"{metric}_mean"]) == pytest.approx(statistics.mean(values), rel=1e-9)
+            ci = 12.706205 * statistics.stdev(values) / math.sqrt(2)  # t(0.975, 1)
+            assert float(row[f"{metric}_ci95"] or 0) == pytest.approx(ci, rel=1e-6, abs=1e-12)
