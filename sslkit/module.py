@@ -54,6 +54,7 @@ class ContrastiveModule(L.LightningModule):
         predictor: Callable[[int], MLP] | None = None,
         momentum_schedule: str = "constant",
         channels_last: bool = False,
+        compile_encoder: bool = False,
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
         config: dict | None = None,
@@ -82,6 +83,9 @@ class ContrastiveModule(L.LightningModule):
         self._augment_gen: torch.Generator | None = None
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        if compile_encoder:
+            # in place: parameter names (and so checkpoints) stay those of the plain module
+            self.online.encoder.compile()
 
     # -- forward pieces -----------------------------------------------------------------------
     def _layout(self, x: Tensor) -> Tensor:

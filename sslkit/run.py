@@ -221,6 +221,9 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+        torch.backends.cudnn.benchmark = not cfg.trainer.get("deterministic", False)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt = resume_path(cfg, run_dir)
     dm = build_datamodule(cfg)

@@ -168,3 +168,12 @@ def test_wandb_offline_and_multicrop(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline wandb run written"
     assert (tmp_path / "metrics.csv").exists()
+
+
+def test_compiled_encoder_keeps_checkpoint_keys(smoke_run, tmp_path):
+    proc = train("experiment=smoke", "model.compile_encoder=true", "trainer.max_epochs=1",
+                 f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compiled = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    plain = torch.load(smoke_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert compiled.keys() == plain.keys()
