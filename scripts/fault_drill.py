@@ -1,7 +1,7 @@
 """Kill-and-resume drill: does a run that is killed and resumed end bit-identical to one that
 never stopped?
 
-    python scripts/fault_drill.py --runs 5 [--epochs 3] [key=value ...]
+    python scripts/fault_drill.py --runs 5 [--epochs 8] [key=value ...]
 
 Runs `train.py experiment=smoke` once straight, then --runs times: starts the same run, kills it
 after a random delay with a random signal (SIGTERM, SIGUSR1 or SIGKILL), reruns the same command
@@ -54,7 +54,7 @@ def identical(a: dict, b: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill times and signals")
     parser.add_argument("overrides", nargs="*")
     opts = parser.parse_args()
@@ -70,7 +70,7 @@ def main() -> None:
     for i in range(opts.runs):
         run_dir = work / f"drill{i}"
         name = rng.choice(list(SIGNALS))
-        delay = rng.uniform(0.3, 1.0) * straight_seconds
+        delay = rng.uniform(0.4, 0.9) * straight_seconds
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.Popen(command(run_dir, args), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

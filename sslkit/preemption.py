@@ -33,6 +33,12 @@ class Preemption(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
+            if trainer.validating or trainer.sanity_checking:
+                # mid-validation the loops cannot be restored to this exact point: keep the
+                # checkpoint of the last finished epoch (or step), which resumes exactly
+                self.saved = self.checkpoint_path if self.checkpoint_path.exists() else None
+                self.stopped_at = (trainer.current_epoch, trainer.global_step)
+                return
             trainer.save_checkpoint(self.checkpoint_path)
             self.saved = self.checkpoint_path
             self.stopped_at = (trainer.current_epoch, trainer.global_step)

@@ -170,3 +170,25 @@ def test_imagenet100_config_uses_the_shipped_class_list(tmp_path):
     dm = instantiate(cfg.data)
     train = dm.split("train")
     assert train.classes == classes and len(train) == 100 and dm.num_classes == 100
+
+
+def test_resume_position_recorded_only_for_an_unfinished_epoch():
+    from types import SimpleNamespace
+
+    def fake_trainer(epoch, processed, batches=8):
+        progress = SimpleNamespace(current=SimpleNamespace(processed=processed))
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+        return SimpleNamespace(current_epoch=epoch, fit_loop=loop, num_training_batches=batches)
+
+    dm = Synthetic(batch_size=64)
+    dm.trainer = fake_trainer(epoch=1, processed=3)
+    assert dm.state_dict() == {"epoch": 1, "batches_done": 3}
+    # saved between epochs: the epoch number has moved on, the count is the old epoch's
+    dm.trainer = fake_trainer(epoch=2, processed=8)
+    assert dm.state_dict() == {"epoch": 2, "batches_done": 0}
+    dm.load_state_dict({"epoch": 1, "batches_done": 3})
+    sampler = dm.loader(dm.split("pretrain"), 64, True, True).batch_sampler
+    sampler.resume_skip = dm._take_resume_skip
+    sampler.set_epoch(1)
+    assert len(list(sampler)) == 5  # 3 of 8 batches skipped once
+    assert len(list(sampler)) == 8  # and only once

@@ -114,7 +114,8 @@ def test_resume_missing_or_corrupt_checkpoint_refused(tmp_path):
 
 
 def test_bad_value_in_a_group_is_one_line(tmp_path):
-    msg = one_line_error(train("experiment=smoke", "loss.temperature=-1", f"hydra.run.dir={tmp_path}"))
+    msg = one_line_error(train("experiment=smoke", "loss=infonce", "loss.temperature=-1",
+                               f"hydra.run.dir={tmp_path}"))
     assert "temperature" in msg
 
 

@@ -165,8 +165,12 @@ class ImageDataModule(L.LightningDataModule):
             return {}
         # "processed": a checkpoint written in on_train_batch_end (step checkpoints) comes before
         # Lightning counts the batch as completed, yet its update is already in the weights
-        return {"epoch": trainer.current_epoch,
-                "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        # a count that reached the epoch's length belongs to a finished epoch (a save between
+        # epochs already sees the next epoch number): nothing of the current epoch to skip
+        if done >= trainer.num_training_batches:
+            done = 0
+        return {"epoch": trainer.current_epoch, "batches_done": done}
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = (state["epoch"], state["batches_done"]) if state else None
