@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from sslkit.cli import CONFIG_DIR, check_choices, fail, print_summary
+from sslkit.cli import CONFIG_DIR, check_choices, check_composes, fail, print_summary
 from sslkit.errors import UserError
 
 
@@ -34,4 +34,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     check_choices(sys.argv[1:])
+    check_composes(sys.argv[1:])
     main()

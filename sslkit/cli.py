@@ -40,6 +40,30 @@ def check_choices(argv: list[str]) -> None:
                 fail(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
 
 
+def check_composes(argv: list[str]) -> None:
+    """Compose the config with the command-line overrides before Hydra runs, so an unknown key
+    or a malformed override is one line instead of Hydra's screen (single runs only: multirun
+    sweeps and flags are left to Hydra)."""
+    if any(a.startswith("-") for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.startswith("hydra.")]
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        text = str(err)
+        if text.startswith("Could not override '"):
+            key = text.split("'")[1]
+            fail(f"unknown config key '{key}'; check the spelling (`python train.py --cfg job` "
+                 f"prints every key) or write +{key}=... to add a new one")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        fail("; ".join(lines[:3]) or type(err).__name__)
+
+
 def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -178,3 +178,8 @@ def test_compiled_encoder_keeps_checkpoint_keys(smoke_run, tmp_path):
     compiled = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     plain = torch.load(smoke_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert compiled.keys() == plain.keys()
+
+
+def test_unknown_key_is_one_line(tmp_path):
+    msg = one_line_error(train("experiment=smoke", "loss.temprature=0.1", f"hydra.run.dir={tmp_path}"))
+    assert "unknown config key 'loss.temprature'" in msg and "--cfg job" in msg
