@@ -149,9 +149,8 @@ def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
             )
 
 
-def check_same_model(path: Path, module: L.LightningModule) -> None:
-    """Refuse, by name, a checkpoint whose weights do not fit this model."""
-    saved = load_checkpoint(path)["state_dict"]
+def check_same_model(path: Path, saved: dict, module: L.LightningModule) -> None:
+    """Refuse, by name, a checkpoint whose weights (``saved`` state dict) do not fit this model."""
     own = module.state_dict()
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))
@@ -165,9 +164,9 @@ def check_same_model(path: Path, module: L.LightningModule) -> None:
         raise CheckpointError(f"checkpoint {path} refused: it holds another model ({detail})")
 
 
-def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """``resume=PATH`` if given, else ``last.ckpt`` of this run dir if present; vetted, and
-    refused if its config differs in what changes the run's meaning."""
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict] | None:
+    """``resume=PATH`` if given, else ``last.ckpt`` of this run dir if present: its path and
+    contents, vetted, and refused if its config differs in what changes the run's meaning."""
     path = Path(hydra.utils.to_absolute_path(cfg.resume)) if cfg.resume else last_checkpoint(run_dir)
     if path is None:
         return None
@@ -180,7 +179,7 @@ def resume_path(cfg: DictConfig, run_dir: Path) -> Path | None:
             f"{' ...' if len(differing) > 6 else ''}; resume with the same settings or add "
             "resume_allow_config_change=true"
         )
-    return path
+    return path, ckpt
 
 
 def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.LightningDataModule) -> dict:
@@ -225,13 +224,15 @@ def train(cfg: DictConfig) -> dict:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
         torch.backends.cudnn.benchmark = not cfg.trainer.get("deterministic", False)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt = resume_path(cfg, run_dir)
+    resume = resume_checkpoint(cfg, run_dir)
+    ckpt = resume[0] if resume else None
     dm = build_datamodule(cfg)
     dm.setup("fit")  # missing or broken data fails here, before anything is written
     check_sizes(cfg, dm)
     module = build_module(cfg)
-    if ckpt is not None:
-        check_same_model(ckpt, module)
+    if resume is not None:
+        check_same_model(ckpt, resume[1]["state_dict"], module)
+        del resume  # Lightning loads the file again itself; do not hold a second copy
     trainer = build_trainer(cfg, run_dir)
     if ckpt is not None and trainer.is_global_zero:
         print(f"resuming from {ckpt}")

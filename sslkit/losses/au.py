@@ -9,11 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs
-
-
-def _upcast(z: Tensor) -> Tensor:
-    return z.float() if torch.finfo(z.dtype).bits < 32 else z
+from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast
 
 
 def log_mean_gaussian_potential(x: Tensor, t: float) -> Tensor:
@@ -83,7 +79,7 @@ class AlignUniform(nn.Module):
         check_views(z)
         views = z.shape[1]
         with torch.autocast(z.device.type, enabled=False):
-            x = _upcast(z)
+            x = upcast(z)
             if self.normalize:
                 x = F.normalize(x, dim=-1)
             first, second = torch.triu_indices(views, views, offset=1, device=x.device)

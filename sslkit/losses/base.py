@@ -40,6 +40,26 @@ def check_views(z: Tensor, min_views: int = 2) -> None:
         raise ValueError(f"a contrastive loss head needs at least 2 instances, got {batch}")
 
 
+def upcast(z: Tensor) -> Tensor:
+    """Return ``z`` in float32 if it is a lower-precision float, unchanged otherwise."""
+    return z.float() if torch.finfo(z.dtype).bits < 32 else z
+
+
+def cosine_logs(z: Tensor) -> dict[str, Tensor]:
+    """Mean cosine similarity of positive pairs and of negative pairs of ``z: [B, V, D]``, in
+    O(B V D): for unit rows, |sum of an instance's views|^2 = V + (its positive pair sum)."""
+    with torch.no_grad():
+        batch, views, _ = z.shape
+        u = torch.nn.functional.normalize(upcast(z), dim=-1)
+        total = u.sum(dim=(0, 1)).square().sum()
+        per_instance = u.sum(dim=1).square().sum()
+        n = batch * views
+        diag = u.square().sum()
+        pos_sim = (per_instance - diag) / (batch * views * (views - 1))
+        neg_sim = (total - per_instance) / (n * n - batch * views * views)
+    return {"pos_sim": pos_sim, "neg_sim": neg_sim}
+
+
 def detached_logs(**values: Tensor | float) -> dict[str, Tensor | float]:
     """Detach every tensor so logs never hold the graph."""
     return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in values.items()}

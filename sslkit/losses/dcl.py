@@ -14,12 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs, instance_ids, view_major
-
-
-def upcast(z: Tensor) -> Tensor:
-    """Return ``z`` in float32 if it is a lower-precision float, unchanged otherwise."""
-    return z.float() if torch.finfo(z.dtype).bits < 32 else z
+from sslkit.losses.base import (
+    LossOutput,
+    check_views,
+    cosine_logs,
+    detached_logs,
+    instance_ids,
+    upcast,
+    view_major,
+)
 
 
 class PairLogits(NamedTuple):
@@ -35,6 +38,10 @@ class PairLogits(NamedTuple):
     logits: Tensor
     neg_mask: Tensor
     n_neg: int
+
+    def negative_logsumexp(self) -> Tensor:
+        """``[N]``: :math:`\\log\\sum_n e^{s_{an}}` over each anchor's negatives."""
+        return self.logits.masked_fill(~self.neg_mask, float("-inf")).logsumexp(dim=1)
 
 
 def pair_logits(z: Tensor, temperature: float, normalize: bool) -> PairLogits:
@@ -55,19 +62,6 @@ def pair_logits(z: Tensor, temperature: float, normalize: bool) -> PairLogits:
     pos = logits.gather(1, pos_idx)
     return PairLogits(pos, logits, neg_mask, (batch - 1) * views)
 
-
-def cosine_logs(z: Tensor) -> dict[str, Tensor]:
-    """Mean cosine similarity of positive pairs and of negative pairs, in O(B V D)."""
-    with torch.no_grad():
-        batch, views, _ = z.shape
-        u = F.normalize(upcast(z), dim=-1)
-        total = u.sum(dim=(0, 1)).square().sum()
-        per_instance = u.sum(dim=1).square().sum()
-        n = batch * views
-        diag = u.square().sum()
-        pos_sim = (per_instance - diag) / (batch * views * (views - 1))
-        neg_sim = (total - per_instance) / (n * n - batch * views * views)
-    return {"pos_sim": pos_sim, "neg_sim": neg_sim}
 
 
 def _check_temperature(temperature: float) -> None:
@@ -142,7 +136,7 @@ class DebiasedContrastive(nn.Module):
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
             pl = pair_logits(upcast(z), self.temperature, self.normalize)
-            neg_lse = pl.logits.masked_fill(~pl.neg_mask, float("-inf")).logsumexp(dim=1)
+            neg_lse = pl.negative_logsumexp()
             log_den, _, clamped = debiased_neg_sum(
                 neg_lse, pl.pos, pl.n_neg, self.tau_plus, self.temperature
             )
@@ -186,7 +180,7 @@ class DecoupledContrastive(nn.Module):
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
             pl = pair_logits(upcast(z), self.temperature, self.normalize)
-            neg_lse = pl.logits.masked_fill(~pl.neg_mask, float("-inf")).logsumexp(dim=1)
+            neg_lse = pl.negative_logsumexp()
             attraction = -pl.pos.mean()
             repulsion = neg_lse.mean()
             loss = attraction + repulsion

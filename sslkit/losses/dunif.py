@@ -10,13 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.losses.au import log_mean_gaussian_potential
-from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast
 
 KERNELS = (None, "rbf", "cosine")
-
-
-def _upcast(z: Tensor) -> Tensor:
-    return z.float() if torch.finfo(z.dtype).bits < 32 else z
 
 
 class DecoupledUniformity(nn.Module):
@@ -123,7 +119,7 @@ class DecoupledUniformity(nn.Module):
         batch = z.shape[0]
         logs: dict[str, Tensor] = {}
         with torch.autocast(z.device.type, enabled=False):
-            x = _upcast(z)
+            x = upcast(z)
             if self.normalize:
                 x = F.normalize(x, dim=-1)
             mu = x.mean(dim=1)

@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs, instance_ids, view_major
+from sslkit.losses.base import (
+    LossOutput,
+    check_views,
+    cosine_logs,
+    detached_logs,
+    instance_ids,
+    upcast,
+    view_major,
+)
 
 
 class InfoNCE(nn.Module):
@@ -37,10 +45,8 @@ class InfoNCE(nn.Module):
 
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
-        if z.dtype in (torch.float16, torch.bfloat16):
-            z = z.float()
         with torch.autocast(z.device.type, enabled=False):
-            return self._loss(z)
+            return self._loss(upcast(z))
 
     def _loss(self, z: Tensor) -> LossOutput:
         batch, views, _ = z.shape
@@ -56,12 +62,4 @@ class InfoNCE(nn.Module):
         pos_log_prob = log_prob.masked_fill(~pos_mask, 0.0).sum(dim=1) / (views - 1)
         loss = -pos_log_prob.mean()
 
-        with torch.no_grad():
-            # mean cosine of positive and negative pairs in O(N D): for unit rows,
-            # |sum of an instance's views|^2 = V + (its positive pair sum)
-            unit = F.normalize(z, dim=-1)
-            pos_total = unit.sum(1).pow(2).sum() - n
-            neg_total = unit.sum((0, 1)).pow(2).sum() - n - pos_total
-            pos_sim = pos_total / (n * (views - 1))
-            neg_sim = neg_total / (n * (n - views))
-        return LossOutput(loss, detached_logs(pos_sim=pos_sim, neg_sim=neg_sim))
+        return LossOutput(loss, detached_logs(**cosine_logs(z)))

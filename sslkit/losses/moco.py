@@ -8,11 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs, view_major
-
-
-def _upcast(z: Tensor) -> Tensor:
-    return z.float() if torch.finfo(z.dtype).bits < 32 else z
+from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast, view_major
 
 
 class MoCo(nn.Module):
@@ -85,7 +81,7 @@ class MoCo(nn.Module):
         if queue.dim() != 2 or queue.shape[1] != z.shape[2]:
             raise ValueError(f"queue must be [Q, {z.shape[2]}], got {tuple(queue.shape)}")
         with torch.autocast(z.device.type, enabled=False):
-            q = _upcast(z[:, 0])
+            q = upcast(z[:, 0])
             keys = k[:, 1:].detach().to(q.dtype)
             if self.normalize:
                 q = F.normalize(q, dim=-1)

@@ -59,7 +59,7 @@ class RobustInfoNCE(nn.Module):
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
             pl = pair_logits(upcast(z), self.temperature, self.normalize)
-            neg_lse = pl.logits.masked_fill(~pl.neg_mask, float("-inf")).logsumexp(dim=1)
+            neg_lse = pl.negative_logsumexp()
             log_all = torch.logaddexp(pl.pos, neg_lse[:, None]) + math.log(self.lam)
             pos_term = -torch.expm1(self.q * pl.pos) / self.q
             neg_term = torch.expm1(self.q * log_all) / self.q
