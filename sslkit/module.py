@@ -21,7 +21,7 @@ from sslkit.distributed import gather_no_grad, gather_with_grad
 from sslkit.encoders.projector import MLP
 from sslkit.optim import build_optimizer, warmup_cosine
 from sslkit.errors import ConfigError
-from sslkit.parts.guard import NonFiniteGuard, all_finite
+from sslkit.parts.guard import NonFiniteGuard, all_finite, scaler_backs_off
 from sslkit.parts.momentum import MomentumCopy
 from sslkit.parts.queue import KeyQueue
 
@@ -168,7 +168,7 @@ class ContrastiveModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-        if not all_finite(grads):
+        if not all_finite(grads) and not scaler_backs_off(self.trainer):
             if self.guard.should_skip("gradient", self._where(), {}, self._last_checkpoint()):
                 optimizer.zero_grad(set_to_none=True)  # parameters without .grad are not updated
                 self.log("train/skipped_steps", float(self.guard.skipped))

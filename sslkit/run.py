@@ -23,6 +23,7 @@ from sslkit.errors import CheckpointError, ConfigError, UserError
 from sslkit.eval.features import extract
 from sslkit.eval.knn import knn_top1
 from sslkit.eval.linear_probe import fit_linear_probe
+from sslkit.parts.queue import check_queue_fits
 from sslkit.preemption import Preemption
 
 
@@ -137,6 +138,7 @@ def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
             f"data.batch_size={dm.batch_size} exceeds the {n} pretraining images of {dm.name}; "
             "lower data.batch_size"
         )
+    check_queue_fits(cfg.loss.get("queue_size"), n, dm.name)
     aug = cfg.augment
     for key in ("crop_size", "local_crop_size"):
         size = aug.get(key)

@@ -65,7 +65,8 @@ class CACRMoCo(nn.Module):
         intra_batch: also repel the other queries of the same view (default True; official
             ``--moco-unif-no-intra-batch`` turns it off).
         momentum: EMA coefficient of the key encoder, used by the training module (0.999).
-        queue_size: length of the key queue, used by the training module (65536).
+        queue_size: length of the key queue, used by the training module (4096; the official
+            ImageNet default 65536 exceeds Fashion-MNIST / CIFAR, see ``check_queue_fits``).
         normalize: L2-normalise queries and keys (the official code does).
 
     Logs: ``attraction``, ``repulsion``, ``pos_w_entropy``/``pos_w_max``,
@@ -85,7 +86,7 @@ class CACRMoCo(nn.Module):
         tau_neg: float = 1.0,
         intra_batch: bool = True,
         momentum: float = 0.999,
-        queue_size: int = 65536,
+        queue_size: int = 4096,
         normalize: bool = True,
     ) -> None:
         super().__init__()
