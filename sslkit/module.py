@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -24,6 +25,8 @@ from sslkit.errors import ConfigError
 from sslkit.parts.guard import NonFiniteGuard, all_finite, scaler_backs_off
 from sslkit.parts.momentum import MomentumCopy
 from sslkit.parts.queue import KeyQueue
+from sslkit.parts.shuffle_bn import ShuffleBN
+from sslkit.parts.views import ViewPlan
 
 FORMAT_VERSION = 1
 
@@ -57,6 +60,7 @@ class ContrastiveModule(L.LightningModule):
         compile_encoder: bool = False,
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
+        shuffle_bn_groups: int = 8,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -73,6 +77,9 @@ class ContrastiveModule(L.LightningModule):
         if "k" in self.requires or "queue" in self.requires:
             self.key_net = MomentumCopy(self.online, head.momentum, momentum_schedule)
         self.queue = KeyQueue(head.queue_size, proj_dim) if "queue" in self.requires else None
+        self.views = ViewPlan(head, augment.num_views, augment.views)
+        use_shuffle = self.key_net is not None and getattr(head, "shuffle_bn", False)
+        self.shuffle_bn = ShuffleBN(shuffle_bn_groups) if use_shuffle else None
         self.optimizer_factory = optimizer
         self.weight_decay, self.warmup_epochs = weight_decay, warmup_epochs
         self.final_lr_ratio = final_lr_ratio
@@ -91,16 +98,18 @@ class ContrastiveModule(L.LightningModule):
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def embed_views(self, net: nn.Module, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def embed_views(self, net: nn.Module, views: list[Tensor], run: Callable | None = None
+                    ) -> tuple[Tensor, Tensor]:
         """Run views of equal size as one batch (shared BatchNorm statistics, like SimCLR's
-        concatenated batch); returns features and projections as ``[B, V, *]``."""
+        concatenated batch), through ``run`` if given (shuffle BN); returns features and
+        projections as ``[B, V, *]``."""
         feats: list[Tensor | None] = [None] * len(views)
         projs: list[Tensor | None] = [None] * len(views)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, v in enumerate(views):
             by_size.setdefault(tuple(v.shape[1:]), []).append(i)
         for idx in by_size.values():
-            h, z = net(self._layout(torch.cat([views[i] for i in idx])))
+            h, z = (run or net)(self._layout(torch.cat([views[i] for i in idx])))
             for j, (hj, zj) in enumerate(zip(h.chunk(len(idx)), z.chunk(len(idx)))):
                 feats[idx[j]], projs[idx[j]] = hj, zj
         return torch.stack(feats, 1), torch.stack(projs, 1)
@@ -126,8 +135,9 @@ class ContrastiveModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         image = batch["image"]
-        views = self.augment(image, generator=self.augment_generator(image.device, batch_idx))
-        h, z = self.embed_views(self.online, views)
+        gen = self.augment_generator(image.device, batch_idx)
+        views = self.augment(image, generator=gen)
+        h, z = self.embed_views(self.online, self.views.pick(views, self.views.query))
         if self.predictor is not None:
             b, v, d = z.shape
             z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
@@ -135,7 +145,8 @@ class ContrastiveModule(L.LightningModule):
         keys = None
         if self.key_net is not None:
             with torch.no_grad():
-                _, keys = self.embed_views(self.key_net, views)
+                run = partial(self.shuffle_bn, self.key_net, generator=gen) if self.shuffle_bn else None
+                _, keys = self.embed_views(self.key_net, self.views.pick(views, self.views.key), run)
             keys = gather_no_grad(keys)
             if "k" in self.requires:
                 extras["k"] = keys
