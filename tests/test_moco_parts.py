@@ -87,6 +87,20 @@ def test_view_plans_of_the_heads():
         ViewPlan(FirstViewOnly(), 3, 3)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,needle", [
+    (["loss=moco", "loss.queue_size=256", "augment.local_views=2", "augment.local_crop_size=8"],
+     "MoCo would take keys (and queue entries) of local crops [2, 3]"),
+    (["loss=cacr_mocov3", "augment.views=3"], "loss.n_global=2 but augment.views=3"),
+])
+def test_train_refuses_local_keys_and_a_wrong_n_global_before_any_work(overrides, needle, tmp_path):
+    from tests.test_train import one_line_error
+
+    msg = one_line_error(train("experiment=smoke", *overrides, f"hydra.run.dir={tmp_path}"))
+    assert needle in msg
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def count_rows(net: torch.nn.Module) -> list[int]:
     rows: list[int] = []
     net.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
