@@ -176,6 +176,7 @@ def test_yaml_defaults_and_contract():
         True,
     )
     assert head.requires == frozenset({"k", "queue"}) and not head.uses_predictor
+    assert head.shuffle_bn is True  # the official builder shuffles the key batch
     assert not list(head.parameters()) and not list(head.buffers())
     z = rand(4, 2, 3)
     out = moco(head, z, rand(4, 2, 3, seed=1), queue=rand_queue(8, 3, seed=2), prior=None)
