@@ -96,7 +96,7 @@ class ViewAugment(nn.Module):
         ]
         return out
 
-    @torch.no_grad()
+    # differentiable (no no_grad): adversarial attacks need the gradient through it
     def eval_transform(self, images: Tensor) -> Tensor:
         x = self.to_float(images)
         h, w = x.shape[-2:]
