@@ -71,7 +71,9 @@ class ViewAugment(nn.Module):
 
     @staticmethod
     def to_float(images: Tensor) -> Tensor:
-        return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+        if images.dtype == torch.uint8:
+            return images.float().div_(255)
+        return images if images.is_floating_point() else images.float()
 
     def normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std

@@ -72,8 +72,10 @@ class ImageClassifier(nn.Module):
 
 
 def to_unit(images: Tensor) -> Tensor:
-    """uint8 images -> float in [0, 1]; float images are taken to be in [0, 1] already."""
-    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
+    """uint8 images -> float32 in [0, 1]; floating images are taken to be in [0, 1] already."""
+    if images.dtype == torch.uint8:
+        return images.float().div(255)
+    return images if images.is_floating_point() else images.float()
 
 
 def build_attack(factory: AttackFactory, model: nn.Module, num_classes: int, seed: int = 0):
