@@ -57,3 +57,16 @@ def test_unknown_section_is_refused(tmp_path):
     proc = run_bench("--only", "nope", "--out", str(tmp_path / "b.json"), timeout=60)
     assert proc.returncode != 0 and "unknown section" in proc.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.slow
+def test_quick_attack_bench_compares_torchattacks_to_a_plain_loop(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "attack", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())["sections"]["attack"]
+    lib, plain = section["rows"]
+    assert lib["name"] == "torchattacks.PGD" and plain["name"] == "plain PGD loop"
+    assert "error" not in lib and "error" not in plain
+    assert lib["ratio_to"] == "plain PGD loop" and math.isfinite(lib["ratio_to_plain"])
+    assert section["settings"]["eps"] == 8 / 255 and section["settings"]["steps"] == 2

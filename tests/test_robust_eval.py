@@ -205,7 +205,8 @@ def test_gradients_reach_the_input_through_normalisation_and_resize():
     head: the attacked model is differentiable in the input, as attacks need."""
     torch.manual_seed(0)
     aug = ViewAugment(views=2, crop_size=12, mean=(0.5,), std=(0.25,)).double()
-    enc = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).double()
+    enc = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    enc = enc.double()
     head = LinearHead(torch.zeros(3), torch.ones(3), 4).double()
     model = ImageClassifier(aug.eval_transform, enc, head).eval()
     x = torch.rand(2, 1, 16, 16, dtype=torch.float64, requires_grad=True)
@@ -232,6 +233,8 @@ def test_config_refuses_bad_modes_and_skips():
         instantiate(robust_cfg(skip="[pgd]"), "eval.robust")
     with pytest.raises(ConfigError, match="init"):
         instantiate(robust_cfg(**{"alf.init": "zeros"}), "eval.robust")
+    with pytest.raises(ConfigError, match=r"eval.robust.aff: unknown \['lrr'\]"):
+        instantiate(robust_cfg(**{"aff.lrr": 0.1}), "eval.robust")
 
 
 def smoke_module_and_data():
@@ -265,7 +268,8 @@ def test_evaluator_modes_on_a_real_module(tmp_path):
     out = evaluator(EvalContext(module=module, datamodule=dm, run_dir=tmp_path, seed=0))
     assert set(out) == {"slf", "alf", "aff", "settings"}
     for mode in ("slf", "alf", "aff"):
-        assert set(out[mode]) == {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5", "fgsm_linf_8"}
+        assert set(out[mode]) == {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5",
+                                  "fgsm_linf_8"}
         assert all(0 <= v <= out[mode]["clean"] for v in out[mode].values())
         assert out[mode]["clean"] > 0.25  # 4 separable classes, chance 0.25
     assert out["settings"]["test_size"] == 48
@@ -286,8 +290,10 @@ def test_robust_eval_script_end_to_end(tmp_path):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
 
     def script(*args):
-        return subprocess.run([sys.executable, "scripts/robust_eval.py", f"checkpoint={ckpt}", *args],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        return subprocess.run(
+            [sys.executable, "scripts/robust_eval.py", f"checkpoint={ckpt}", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+        )
 
     proc = script("eval.robust.modes=[slf,alf]", "eval.robust.test_size=32",
                   "eval.robust.alf.train_size=32",

@@ -32,6 +32,12 @@ from torch.utils.data import DataLoader, Subset, default_collate
 from sslkit.errors import ConfigError
 
 MODES = ("slf", "alf", "aff")
+# the settings each mode's config section holds (configs/eval/robust.yaml)
+MODE_KEYS = {
+    "slf": ("epochs", "batch_size", "lr", "weight_decay"),
+    "alf": ("init", "train_size", "epochs", "batch_size", "lr", "weight_decay"),
+    "aff": ("init", "train_size", "epochs", "batch_size", "lr", "encoder_lr", "weight_decay"),
+}
 AttackFactory = Callable[..., Callable[[Tensor, Tensor], Tensor]]
 
 
@@ -164,10 +170,10 @@ class RobustEval:
         modes: Sequence[str],
         attacks: Mapping[str, AttackFactory],
         train_attack: AttackFactory,
-        skip: Sequence[str] = (),
-        test_size: int | None = 1000,
-        batch_size: int = 256,
-        slf: Mapping | None = None,
+        skip: Sequence[str],
+        test_size: int | None,
+        batch_size: int,
+        slf: Mapping,
         alf: Mapping | None = None,
         aff: Mapping | None = None,
     ) -> None:
@@ -189,10 +195,21 @@ class RobustEval:
         self.train_attack = train_attack
         self.test_size, self.batch_size = test_size, batch_size
         self.cfg = {"slf": dict(slf or {}), "alf": dict(alf or {}), "aff": dict(aff or {})}
-        for mode in ("alf", "aff"):
-            init = self.cfg[mode].get("init", "slf")
-            if init not in ("slf", "random"):
-                raise ConfigError(f"eval.robust.{mode}.init={init!r}: choose from ['slf', 'random']")
+        for mode in {"slf", *self.modes}:  # SLF's head also starts ALF and AFF (init: slf)
+            keys = MODE_KEYS[mode]
+            missing = [k for k in keys if k not in self.cfg[mode]]
+            extra = [k for k in self.cfg[mode] if k not in keys]
+            if missing or extra:
+                raise ConfigError(
+                    f"eval.robust.{mode}: {'missing ' + str(missing) if missing else ''}"
+                    f"{' ' if missing and extra else ''}{'unknown ' + str(extra) if extra else ''}"
+                    f"; its keys are {list(keys)} (configs/eval/robust.yaml)"
+                )
+            if mode != "slf" and self.cfg[mode]["init"] not in ("slf", "random"):
+                raise ConfigError(
+                    f"eval.robust.{mode}.init={self.cfg[mode]['init']!r}: choose from "
+                    "['slf', 'random']"
+                )
 
     # -- data ---------------------------------------------------------------------------------
     def _subset_loader(self, ctx, split: str, size: int | None, batch_size: int, seed: int,
@@ -233,7 +250,7 @@ class RobustEval:
             torch.manual_seed(ctx.seed)
             head.linear.reset_parameters()
         gen = torch.Generator().manual_seed(ctx.seed)
-        bs = min(cfg.get("batch_size", 512), len(x))
+        bs = min(cfg["batch_size"], len(x))
         per_epoch = max(1, len(x) // bs)
 
         def batches(epoch: int):
@@ -242,9 +259,9 @@ class RobustEval:
                 idx = perm[i * bs:(i + 1) * bs]
                 yield x[idx], y[idx]
 
-        fit([{"params": head.parameters(), "lr": cfg.get("lr", 1e-3)}],
-            lambda h, t: F.cross_entropy(head(h), t), batches, cfg.get("epochs", 30), per_epoch,
-            cfg.get("weight_decay", 0.0))
+        fit([{"params": head.parameters(), "lr": cfg["lr"]}],
+            lambda h, t: F.cross_entropy(head(h), t), batches, cfg["epochs"], per_epoch,
+            cfg["weight_decay"])
         return head.eval()
 
     def _adversarial(self, ctx, mode: str, slf_head: LinearHead) -> ImageClassifier:
@@ -255,7 +272,7 @@ class RobustEval:
         module = ctx.module
         encoder = copy.deepcopy(module.online.encoder) if mode == "aff" else module.online.encoder
         head = copy.deepcopy(slf_head)
-        if cfg.get("init", "slf") == "random":
+        if cfg["init"] == "random":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(ctx.seed)
                 head.linear.reset_parameters()
@@ -263,8 +280,8 @@ class RobustEval:
                                 getattr(module, "channels_last", False)).to(device)
         full = mode == "aff"
         attack = build_attack(self.train_attack, model, ctx.num_classes, ctx.seed)
-        loader = self._subset_loader(ctx, "probe", cfg.get("train_size"), cfg.get("batch_size", 128),
-                                     ctx.seed, shuffle=True)
+        loader = self._subset_loader(ctx, "probe", cfg["train_size"], cfg["batch_size"], ctx.seed,
+                                     shuffle=True)
         step = {"n": 0}
 
         def batches(epoch: int):
@@ -283,11 +300,11 @@ class RobustEval:
                 h = model.encoder(model.layout(model.normalize(adv)))
             return F.cross_entropy(head(h), y)
 
-        groups = [{"params": head.parameters(), "lr": cfg.get("lr", 1e-3)}]
+        groups = [{"params": head.parameters(), "lr": cfg["lr"]}]
         if full:
-            groups.append({"params": encoder.parameters(), "lr": cfg.get("encoder_lr", 1e-4)})
+            groups.append({"params": encoder.parameters(), "lr": cfg["encoder_lr"]})
         per_epoch = max(1, math.ceil(len(loader.dataset) / loader.batch_size))
-        fit(groups, step_loss, batches, cfg.get("epochs", 1), per_epoch, cfg.get("weight_decay", 0.0))
+        fit(groups, step_loss, batches, cfg["epochs"], per_epoch, cfg["weight_decay"])
         return model.eval()
 
     # -- entry point --------------------------------------------------------------------------
@@ -318,7 +335,7 @@ class RobustEval:
         module.eval()
         results["settings"] = {
             "test_size": len(test.dataset),
-            "train_size": {m: self.cfg[m].get("train_size") for m in ("alf", "aff") if m in self.modes},
+            "train_size": {m: self.cfg[m]["train_size"] for m in ("alf", "aff") if m in self.modes},
             "attacks": sorted(self.attacks),
             "seconds": {k: round(v, 2) for k, v in seconds.items()},
             "device": str(device),
