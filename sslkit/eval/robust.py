@@ -18,6 +18,7 @@ attack never exceeds clean accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -94,9 +95,13 @@ def build_attack(factory: AttackFactory, model: nn.Module, num_classes: int, see
     return factory(model, **{k: v for k, v in given.items() if k in params and k not in keywords})
 
 
+@contextlib.contextmanager
 def _seeded(seed: int, device: torch.device):
-    """A forked RNG seeded with ``seed`` (attacks' random starts draw from the global RNG)."""
-    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+    """The global RNG (which attacks' random starts draw from) forked and seeded with ``seed``,
+    so that results do not depend on what ran before."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @torch.no_grad()
@@ -125,8 +130,7 @@ def robust_accuracy(
         correct["clean"] += int(clean.sum())
         n += len(y)
         for name, attack in attacks.items():
-            with _seeded(seed, device):
-                torch.manual_seed(seed * 1_000_003 + i)
+            with _seeded(seed * 1_000_003 + i, device):
                 adv = attack(x, y)
             correct[name] += int((clean & (_predict(model, adv) == y)).sum())
     if n == 0:
@@ -246,8 +250,7 @@ class RobustEval:
         device = ctx.device
         x, y = x.to(device), y.to(device)
         head = LinearHead(x.mean(0), x.std(0), ctx.num_classes).to(device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
+        with _seeded(ctx.seed, ctx.device):
             head.linear.reset_parameters()
         gen = torch.Generator().manual_seed(ctx.seed)
         bs = min(cfg["batch_size"], len(x))
@@ -273,8 +276,7 @@ class RobustEval:
         encoder = copy.deepcopy(module.online.encoder) if mode == "aff" else module.online.encoder
         head = copy.deepcopy(slf_head)
         if cfg["init"] == "random":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(ctx.seed)
+            with _seeded(ctx.seed, ctx.device):
                 head.linear.reset_parameters()
         model = ImageClassifier(module.augment.eval_transform, encoder, head,
                                 getattr(module, "channels_last", False)).to(device)
@@ -290,8 +292,7 @@ class RobustEval:
 
         def step_loss(x: Tensor, y: Tensor) -> Tensor:
             model.train(full)  # ALF: everything in eval mode; AFF: BatchNorm in train mode
-            with _seeded(ctx.seed, device):
-                torch.manual_seed(ctx.seed * 1_000_003 + step["n"])
+            with _seeded(ctx.seed * 1_000_003 + step["n"], device):
                 adv = attack(x, y)  # torchattacks runs the attack in eval mode, then restores
             step["n"] += 1
             if full:
