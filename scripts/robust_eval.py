@@ -38,18 +38,19 @@ def main(argv: list[str]) -> dict:
     path = Path(args.pop("checkpoint"))
     out = args.pop("out", None)
     device = args.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
-    ckpt = load_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["sslkit"]["config"])
-    OmegaConf.set_struct(cfg, False)
-    cfg.eval = cfg.get("eval") or {}
-    cfg.eval.robust = OmegaConf.load(ROOT / "configs" / "eval" / "robust.yaml")
+    prefix = "eval.robust."
+    robust_cfg = OmegaConf.load(ROOT / "configs" / "eval" / "robust.yaml")
     try:
-        cfg.merge_with_dotlist([f"{k}={v}" for k, v in args.items()])
+        robust_cfg.merge_with_dotlist(
+            [f"{k[len(prefix):]}={v}" for k, v in args.items() if k.startswith(prefix)])
     except Exception as err:  # noqa: BLE001 - a malformed override is the user's to fix
         raise UserError(f"bad override: {str(err).splitlines()[0]}") from None
+    evaluator = instantiate(robust_cfg, "eval.robust")  # bad settings fail before any work
+    ckpt = load_checkpoint(path)
+    cfg = OmegaConf.create(ckpt["sslkit"]["config"])
+    cfg.merge_with_dotlist([f"{k}={v}" for k, v in args.items() if not k.startswith(prefix)])
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    evaluator = instantiate(cfg.eval.robust, "eval.robust")  # bad settings fail before any work
     module = build_module(cfg)
     module.load_state_dict(ckpt["state_dict"])
     module.to(device).eval()

@@ -279,29 +279,55 @@ def test_evaluator_modes_on_a_real_module(tmp_path):
     json.dumps(out)
 
 
+def doc_commands() -> list[str]:
+    """The commands of the ```bash blocks of docs/robust.md's "## Robust evaluation" section."""
+    text = (ROOT / "docs" / "robust.md").read_text()
+    section = text[text.index("## Robust evaluation"):]
+    nxt = section.find("\n## ", 3)
+    section = section if nxt < 0 else section[:nxt]
+    blocks = section.split("```bash\n")[1:]
+    return [ln for b in blocks for ln in b.split("```")[0].splitlines() if ln.strip()]
+
+
+SMOKE = {  # appended to the documented commands: later key=value pairs win
+    "train.py": ["experiment=smoke"],
+    "scripts/robust_eval.py": ["eval.robust.test_size=32", "eval.robust.alf.train_size=32",
+                               "eval.robust.aff.train_size=32", "eval.robust.slf.epochs=5"],
+}
+
+
 @pytest.mark.slow
-def test_robust_eval_script_end_to_end(tmp_path):
+def test_documented_commands_run_at_smoke_scale(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "train.py", "experiment=smoke", "trainer.max_epochs=1",
-                           f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-
-    def script(*args):
-        return subprocess.run(
-            [sys.executable, "scripts/robust_eval.py", f"checkpoint={ckpt}", *args],
-            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
-        )
-
-    proc = script("eval.robust.modes=[slf,alf]", "eval.robust.test_size=32",
-                  "eval.robust.alf.train_size=32",
-                  "eval.robust.skip=[autoattack,pgd20_l2_0p5,pgd20_linf_2]")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = doc_commands()
+    assert [c.split()[1] for c in commands] == ["train.py"] + ["scripts/robust_eval.py"] * 3
+    run_dir = tmp_path / "fm1"
+    for command in commands:
+        command = command.replace("runs/fm1", str(run_dir))
+        command = command.replace("/tmp/robust.json", str(tmp_path / "robust.json"))
+        python, script, *args = command.split()
+        assert python == "python"
+        proc = subprocess.run([sys.executable, script, *args, *SMOKE[script]], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+    attacks = {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5", "fgsm_linf_8"}
+    # the last command to write eval/robust.json ran SLF with AutoAttack
     result = json.loads((run_dir / "eval" / "robust.json").read_text())
-    assert set(result["slf"]) == {"clean", "pgd20_linf_8", "fgsm_linf_8"}
-    assert result["settings"]["checkpoint"] == str(ckpt)
-    proc = script("eval.robust.modes=[slf,xlf]")
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert proc.returncode != 0 and len(lines) == 1 and "choose from" in lines[0], proc.stderr
+    assert set(result) == {"slf", "settings"} and set(result["slf"]) == attacks | {"autoattack"}
+    assert all(v <= result["slf"]["clean"] for v in result["slf"].values())
+    assert result["settings"]["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
+    result = json.loads((tmp_path / "robust.json").read_text())
+    assert set(result) == {"slf", "alf", "aff", "settings"} and set(result["alf"]) == attacks
+
+
+@pytest.mark.slow
+def test_robust_eval_script_refuses_bad_settings_in_one_line(tmp_path):
+    ckpt = tmp_path / "none.ckpt"
+    for args, needle in (([], "no such file"),
+                         (["eval.robust.modes=[slf,xlf]"], "choose from ['slf', 'alf', 'aff']"),
+                         (["eval.robust.skip=[pgd]"], "unknown attacks ['pgd']")):
+        proc = subprocess.run([sys.executable, "scripts/robust_eval.py", f"checkpoint={ckpt}", *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
