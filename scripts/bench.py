@@ -22,6 +22,9 @@ Sections (``--only``):
   heads, computing only the views each head reads (``query_views`` / ``key_views``) against
   computing every view with both encoders (what the module did before heads declared their
   views); also the encoder rows per step of each, counted.
+* ``attack``: images/s of torchattacks' PGD-20 (l-inf 8/255, step 2/255, random start; what
+  ``eval=robust`` runs) against a plain hand-written PGD loop of the same forward/backward passes,
+  on the default encoder + a linear head in eval mode (target: ratio >= 0.9).
 
 Every figure is a ratio or a throughput measured in this run, repeated (variants interleaved,
 order rotated each repeat); min and median are reported, with torch threads, CPU count and
@@ -53,7 +56,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("trainer", "augment", "heads", "precision", "views")
+SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack")
 BATCH = 512  # Fashion-MNIST default batch (configs/data/fashion_mnist.yaml)
 HEAD_DIM, HEAD_VIEWS, QUEUE = 128, 2, 4096
 
@@ -747,6 +750,71 @@ def section_views(args, device) -> dict:
     }
 
 
+# -- section: adversarial attack, torchattacks vs a plain loop ----------------------------------
+ATTACK_BATCH, ATTACK_STEPS = 256, 20
+
+
+def plain_pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+              steps: int) -> torch.Tensor:
+    """l-inf PGD with random start as a bare loop: the reference for torchattacks.PGD."""
+    import torch.nn.functional as F
+
+    adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
+        adv = torch.minimum(torch.maximum(adv.detach() + alpha * grad.sign(), x - eps), x + eps)
+        adv = adv.clamp(0, 1)
+    return adv
+
+
+def section_attack(args, device) -> dict:
+    import torchattacks
+
+    from sslkit.eval.robust import ImageClassifier, LinearHead
+
+    cfg = load_config(device)
+    dm, data_desc = build_data(cfg)
+    batch = 64 if args.quick else ATTACK_BATCH
+    steps = 2 if args.quick else ATTACK_STEPS
+    data = dm.split(dm.test_split)
+    x = (data.images[:batch].float() / 255).to(device)
+    y = data.labels[:batch].to(device)
+    module = build_module(cfg, device).eval()
+    with torch.no_grad():
+        feats = module.features(data.images[:batch].to(device))
+    head = LinearHead(feats.mean(0), feats.std(0), dm.num_classes).to(device)
+    model = ImageClassifier(module.augment.eval_transform, module.online.encoder, head,
+                            cfg.model.channels_last).eval()
+    eps, alpha = 8 / 255, 2 / 255
+    library = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    sync = synchronizer(device)
+
+    def timed(fn) -> Callable[[], float]:
+        def run() -> float:
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            return time.perf_counter() - t0
+        return run
+
+    runners = [timed(lambda: library(x, y)), timed(lambda: plain_pgd(model, x, y, eps, alpha, steps))]
+    for run in runners:
+        run()  # warm-up
+    series = [Series("torchattacks.PGD", batch), Series("plain PGD loop", batch)]
+    interleave(series, runners, max(args.repeats, 3))
+    rows = [series[0].record(series[1], "ratio_to_plain"), series[1].record()]
+    return {
+        "title": f"attack: PGD-{steps} images/s, torchattacks vs a plain loop (default encoder + "
+                 "linear head, eval mode)",
+        "settings": {"data": data_desc, "batch": batch, "steps": steps, "eps": eps, "alpha": alpha,
+                     "device": str(device), "encoder": cfg.encoder._target_,
+                     "note": "same forward/backward passes; ratio_to_plain >= 0.9 is the target"},
+        "rows": rows,
+    }
+
+
 # -- report ------------------------------------------------------------------------------------
 def fmt_rate(x) -> str:
     if x is None:
@@ -788,7 +856,8 @@ def print_tables(results: dict) -> None:
                 table.add_row(*cells)
         else:
             ratio_key = {"trainer": "ratio_to_plain", "augment": "ratio_to_batched",
-                         "precision": "ratio_to_fp32", "views": "ratio_to_all_views"}[key]
+                         "precision": "ratio_to_fp32", "views": "ratio_to_all_views",
+                         "attack": "ratio_to_plain"}[key]
             table.add_column("benchmark")
             table.add_column("img/s median", justify="right")
             table.add_column("img/s best", justify="right")
@@ -870,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] warming up ...", file=sys.stderr, flush=True)
         results["machine"]["warmup_step_seconds"] = warm_process(device, args.warm_steps)
     runners = {"trainer": section_trainer, "augment": section_augment, "heads": section_heads,
-               "precision": section_precision, "views": section_views}
+               "precision": section_precision, "views": section_views,
+               "attack": section_attack}
     for name in SECTIONS:
         if name not in only:
             continue

@@ -71,7 +71,9 @@ class ViewAugment(nn.Module):
 
     @staticmethod
     def to_float(images: Tensor) -> Tensor:
-        return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+        if images.dtype == torch.uint8:
+            return images.float().div_(255)
+        return images if images.is_floating_point() else images.float()
 
     def normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -96,7 +98,7 @@ class ViewAugment(nn.Module):
         ]
         return out
 
-    @torch.no_grad()
+    # differentiable (no no_grad): adversarial attacks need the gradient through it
     def eval_transform(self, images: Tensor) -> Tensor:
         x = self.to_float(images)
         h, w = x.shape[-2:]
