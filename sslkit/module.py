@@ -57,6 +57,7 @@ class ContrastiveModule(L.LightningModule):
         compile_encoder: bool = False,
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
+        adversarial: Callable[..., nn.Module] | None = None,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -73,6 +74,9 @@ class ContrastiveModule(L.LightningModule):
         if "k" in self.requires or "queue" in self.requires:
             self.key_net = MomentumCopy(self.online, head.momentum, momentum_schedule)
         self.queue = KeyQueue(head.queue_size, proj_dim) if "queue" in self.requires else None
+        # robust pretraining (adversarial views, divergence, SAM): sslkit/robust/objective.py
+        self.robust = (adversarial(online=self.online, feature_dim=encoder.num_features,
+                                   proj_dim=proj_dim) if adversarial is not None else None)
         self.optimizer_factory = optimizer
         self.weight_decay, self.warmup_epochs = weight_decay, warmup_epochs
         self.final_lr_ratio = final_lr_ratio
@@ -150,7 +154,10 @@ class ContrastiveModule(L.LightningModule):
                     f"{type(self.trainer.datamodule).__name__} provides none; use loss.kernel=null"
                 )
             extras["prior"] = gather_no_grad(batch["prior"])
-        out = self.head(gather_with_grad(z), **extras)
+        if self.robust is None:
+            out = self.head(gather_with_grad(z), **extras)
+        else:  # clean + adversarial + divergence terms: sslkit/robust/objective.py
+            out = self.robust(self, views, h, z, extras, generator=self._augment_gen)
         if not torch.isfinite(out.loss.detach()):
             terms = {"loss": out.loss, **out.logs}
             if self.guard.should_skip("loss", self._where(), terms, self._last_checkpoint()):
@@ -200,6 +207,7 @@ class ContrastiveModule(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         modules = [self.online] + ([self.predictor] if self.predictor is not None else [])
+        modules += [self.robust] if self.robust is not None else []
         opt = build_optimizer(self.optimizer_factory, modules, self.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
@@ -216,8 +224,12 @@ class ContrastiveModule(L.LightningModule):
             "config": self.config,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.robust is not None:
+            checkpoint["sslkit"]["robust"] = self.robust.checkpoint_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get("sslkit", {})
         if "torch_rng" in meta:
             torch.set_rng_state(meta["torch_rng"])
+        if self.robust is not None and "robust" in meta:
+            self.robust.load_checkpoint_state(meta["robust"])
