@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from sslkit.errors import ConfigError
+
 
 class PGD:
     r"""PGD (Madry et al., ICLR 2018) maximising an objective of several image batches jointly.
@@ -43,9 +45,9 @@ class PGD:
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, step_size: float = 2 / 255,
                  steps: int = 5, random_start: bool = True) -> None:
         if norm not in self.NORMS:
-            raise ValueError(f"attack norm must be one of {', '.join(self.NORMS)}, got {norm!r}")
+            raise ConfigError(f"attack norm must be one of {', '.join(self.NORMS)}, got {norm!r}")
         if eps < 0 or step_size < 0 or steps < 0:
-            raise ValueError(f"attack eps, step_size and steps must be >= 0, got {eps}, "
+            raise ConfigError(f"attack eps, step_size and steps must be >= 0, got {eps}, "
                              f"{step_size}, {steps}")
         self.norm, self.eps, self.step_size = norm, float(eps), float(step_size)
         self.steps, self.random_start = int(steps), bool(random_start)

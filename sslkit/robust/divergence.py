@@ -11,6 +11,7 @@ representations named by ``space``: "features" (encoder output, what the linear 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -19,13 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.distributed import world_size
+from sslkit.errors import ConfigError
 
 SPACES = ("features", "projections")
 
 
 def _check_space(space: str) -> str:
     if space not in SPACES:
-        raise ValueError(f"divergence space must be one of {', '.join(SPACES)}, got {space!r}")
+        raise ConfigError(f"divergence space must be one of {', '.join(SPACES)}, got {space!r}")
     return space
 
 
@@ -67,7 +69,7 @@ class SimilarityKL(nn.Module):
                  in_dim: int | None = None) -> None:
         super().__init__()  # in_dim: the representation width, given to every divergence
         if temperature <= 0:
-            raise ValueError(f"divergence temperature must be > 0, got {temperature}")
+            raise ConfigError(f"divergence temperature must be > 0, got {temperature}")
         self.temperature, self.space = temperature, _check_space(space)
 
     def _log_probs(self, h: Tensor) -> Tensor:
@@ -190,4 +192,4 @@ class AdversarialDivergence(nn.Module):
 
     def load_optimizer_state(self, state: dict) -> None:
         # loaded at the first update, when the parameters are on their training device
-        self._pending_state = state
+        self._pending_state = copy.deepcopy(state)

@@ -1,4 +1,4 @@
-"""Robust contrastive pretraining: the loss of a training step with adversarial views.
+r"""Robust contrastive pretraining: the loss of a training step with adversarial views.
 
 .. math::
     L = w_{clean}\, H(z) + w_{adv}\, H(z^{adv}) + w_{div}\, D(r, r^{adv})
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sslkit.distributed import gather_with_grad
+from sslkit.errors import ConfigError
 from sslkit.losses.base import LossOutput
 from sslkit.robust.attack import PGD
 from sslkit.robust.sam import perturbed, sam_perturbation
@@ -64,11 +65,11 @@ class RobustObjective(nn.Module):
                  sam_rho: float = 0.0) -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
-            raise ValueError(f"adversarial.bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
+            raise ConfigError(f"adversarial.bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
         if views not in VIEW_MODES:
-            raise ValueError(f"adversarial.views must be one of {', '.join(VIEW_MODES)}, got {views!r}")
+            raise ConfigError(f"adversarial.views must be one of {', '.join(VIEW_MODES)}, got {views!r}")
         if min(w_clean, w_adv, w_div) < 0 or sam_rho < 0:
-            raise ValueError("adversarial.w_clean, w_adv, w_div and sam_rho must be >= 0")
+            raise ConfigError("adversarial.w_clean, w_adv, w_div and sam_rho must be >= 0")
         self.attack, self.bn_mode, self.views = attack, bn_mode, views
         self.w_clean, self.w_adv, self.w_div, self.sam_rho = w_clean, w_adv, w_div, sam_rho
         if divergence is not None and isinstance(divergence, functools.partial):
@@ -153,6 +154,22 @@ class RobustObjective(nn.Module):
                 bn._buffers.update(bufs)
 
     # -- the step ------------------------------------------------------------------------------
+    def find_adversarial(self, module, views: list[Tensor], pixels: list[Tensor], z: Tensor,
+                         extras: dict[str, Tensor],
+                         generator: torch.Generator | None = None) -> list[Tensor]:
+        """PGD perturbations (pixel units) of ``views`` (whose pixels are ``pixels``) that
+        maximise the adversarial term; ``z`` (detached) are the clean projections, used by
+        ``views="append"``. BatchNorm as ``bn_mode`` says; no state of the module changes."""
+        std = module.augment.std
+
+        def objective(deltas: list[Tensor]) -> Tensor:
+            adv = [v + d / std for v, d in zip(views, deltas)]
+            _, za = self._project(module, adv, adversarial=True)
+            return self._head(module, *self._adv_inputs(za, z, extras)).loss
+
+        with self._restored_bn(module, eval_mode=self.bn_mode == "eval"):
+            return self.attack(objective, pixels, generator)
+
     def forward(self, module, views: list[Tensor], h: Tensor, z: Tensor,
                 extras: dict[str, Tensor], generator: torch.Generator | None = None) -> LossOutput:
         """The total loss of a step whose clean ``views`` gave features ``h`` and projections
@@ -164,22 +181,13 @@ class RobustObjective(nn.Module):
         logs: dict[str, Tensor | float] = dict(out_clean.logs)
         logs["loss_clean"] = out_clean.loss.detach()
 
-        z_fixed = z.detach()
-
-        def attack_objective(deltas: list[Tensor]) -> Tensor:
-            adv = [v + d / std for v, d in zip(views, deltas)]
-            _, za = self._project(module, adv, adversarial=True)
-            zi, ex = self._adv_inputs(za, z_fixed, extras)
-            return self._head(module, zi, ex).loss
-
-        with self._restored_bn(module, eval_mode=self.bn_mode == "eval"):
-            deltas = self.attack(attack_objective, pixels, generator)
+        deltas = self.find_adversarial(module, views, pixels, z.detach(), extras, generator)
         adv_views = [v + d / std for v, d in zip(views, deltas)]
         h_adv, z_adv = self._project(module, adv_views, adversarial=True)
         zi, ex = self._adv_inputs(z_adv, z, extras)
         out_adv = self._head(module, zi, ex)
         logs["loss_adv"] = out_adv.loss.detach()
-        logs["adv_linf"] = max((float(d.abs().max()) for d in deltas), default=0.0)
+        logs["adv_linf"] = torch.stack([d.abs().amax() for d in deltas]).amax()
 
         clean_term = out_clean.loss
         if self.sam_rho > 0 and self.w_clean > 0:
