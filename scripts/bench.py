@@ -18,6 +18,8 @@ Sections (``--only``):
   the heads that need them.
 * ``precision``: train-step images/s of the default model in fp32 (NCHW), fp32 channels_last
   (the default config), bf16 autocast, and torch.compile of the encoder.
+* ``adversarial``: a training step with PGD views (``adversarial=pgd``) against a clean step,
+  and the attack against a plain loop of the same passes (scripts/bench_adversarial.py).
 
 Every figure is a ratio or a throughput measured in this run, repeated (variants interleaved,
 order rotated each repeat); min and median are reported, with torch threads, CPU count and
@@ -49,7 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("trainer", "augment", "heads", "precision")
+SECTIONS = ("trainer", "augment", "heads", "precision", "adversarial")
 BATCH = 512  # Fashion-MNIST default batch (configs/data/fashion_mnist.yaml)
 HEAD_DIM, HEAD_VIEWS, QUEUE = 128, 2, 4096
 
@@ -675,7 +677,7 @@ def print_tables(results: dict) -> None:
                 table.add_row(*cells)
         else:
             ratio_key = {"trainer": "ratio_to_plain", "augment": "ratio_to_batched",
-                         "precision": "ratio_to_fp32"}[key]
+                         "precision": "ratio_to_fp32", "adversarial": "ratio"}[key]
             table.add_column("benchmark")
             table.add_column("img/s median", justify="right")
             table.add_column("img/s best", justify="right")
@@ -756,8 +758,10 @@ def main(argv: list[str] | None = None) -> int:
     if {"trainer", "augment", "precision"} & set(only):
         print("[bench] warming up ...", file=sys.stderr, flush=True)
         results["machine"]["warmup_step_seconds"] = warm_process(device, args.warm_steps)
+    from bench_adversarial import section_adversarial
+
     runners = {"trainer": section_trainer, "augment": section_augment, "heads": section_heads,
-               "precision": section_precision}
+               "precision": section_precision, "adversarial": section_adversarial}
     for name in SECTIONS:
         if name not in only:
             continue

@@ -360,3 +360,58 @@ def test_bad_adversarial_settings_are_one_line_config_errors():
         build("adversarial=pgd", "adversarial.views=both")
     with pytest.raises(ConfigError, match="attack norm"):
         build("adversarial=pgd", "adversarial.attack.norm=l1")
+
+
+# -- end to end: `python train.py ... adversarial=pgd` ---------------------------------------------
+HEADS = sorted(p.stem for p in (CONFIG_DIR / "loss").glob("*.yaml"))
+
+
+def _train_one_step(tmp_path, *args: str):
+    import json
+
+    from tests.test_train import train
+
+    proc = train("experiment=smoke", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
+                 "eval.callbacks.knn.every_n_epochs=0", "eval.final.linear_probe.epochs=1",
+                 "adversarial=pgd", "adversarial.attack.steps=2", *args,
+                 f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["global_step"] == 1
+    metrics = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    return summary, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_trains_a_step_with_adversarial_views(head, tmp_path):
+    _, metrics = _train_one_step(tmp_path, f"loss={head}", "adversarial/divergence=sqdist",
+                                 "adversarial.w_div=0.5")
+    for name in ("train/loss", "train/loss_clean", "train/loss_adv", "train/divergence",
+                 "train/adv_linf"):
+        assert name in metrics, f"{name} not logged for {head}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head,extra", [
+    ("infonce", ["adversarial.views=append", "adversarial/divergence=kl", "adversarial.w_div=1.0"]),
+    ("moco", ["adversarial.views=append", "loss.queue_size=96"]),
+    ("cacr_mocov3", ["adversarial.bn_mode=dual", "adversarial.sam_rho=0.05",
+                     "adversarial/divergence=gan", "adversarial.w_div=0.1"]),
+    ("infonce", ["adversarial.bn_mode=eval", "adversarial.attack.norm=l2",
+                 "adversarial.attack.eps=0.5", "adversarial.attack.step_size=0.2"]),
+])
+def test_adversarial_switches_train_end_to_end(head, extra, tmp_path):
+    _, metrics = _train_one_step(tmp_path, f"loss={head}", *extra)
+    if "adversarial.sam_rho=0.05" in extra:
+        assert "train/loss_clean_sam" in metrics and "train/disc_loss" in metrics
+
+
+@pytest.mark.slow
+def test_unknown_adversarial_choice_is_one_line(tmp_path):
+    from tests.test_train import train
+
+    proc = train("experiment=smoke", "adversarial=fgsm", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown adversarial 'fgsm'")
+    assert "pgd" in proc.stderr
