@@ -415,3 +415,43 @@ def test_unknown_adversarial_choice_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown adversarial 'fgsm'")
     assert "pgd" in proc.stderr
+
+
+# -- every command of docs/robust.md runs (at smoke scale) ---------------------------------------
+DOC = CONFIG_DIR.parent / "docs" / "robust.md"
+SMOKE = ["data=synthetic", "trainer=cpu", "trainer.max_epochs=1", "++trainer.limit_train_batches=2",
+         "data.batch_size=32", "eval.callbacks.knn.every_n_epochs=0",
+         "eval.final.linear_probe.epochs=1", "adversarial.attack.steps=1"]
+
+
+def doc_commands() -> list[str]:
+    blocks = DOC.read_text().split("```")[1::2]
+    return [line.strip() for block in blocks for line in block.splitlines()
+            if line.strip().startswith("python ")]
+
+
+def test_docs_list_commands():
+    commands = doc_commands()
+    assert sum("train.py" in c for c in commands) >= 8 and any("bench.py" in c for c in commands)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", doc_commands())
+def test_doc_command_runs_at_smoke_scale(command, tmp_path):
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    args = shlex.split(command)[1:]
+    if args[0] == "scripts/bench.py":
+        args += ["--quick", "--out", str(tmp_path / "bench.json")]
+    else:
+        args += SMOKE + [f"hydra.run.dir={tmp_path}"]
+        if "experiment=robust_cifar10" in command:  # its ResNet-18 on 16 px grey images
+            args += ["augment=grey"]
+    proc = subprocess.run([sys.executable, *args], cwd=CONFIG_DIR.parent, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if args[0] == "train.py":
+        assert (tmp_path / "summary.json").exists()
