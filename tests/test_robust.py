@@ -455,3 +455,11 @@ def test_doc_command_runs_at_smoke_scale(command, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     if args[0] == "train.py":
         assert (tmp_path / "summary.json").exists()
+    else:
+        import json
+
+        rows = json.loads((tmp_path / "bench.json").read_text())["sections"]["adversarial"]["rows"]
+        assert [r["name"] for r in rows] == ["clean step", "adversarial step", "plain PGD loop",
+                                             "sslkit attack"]
+        assert all("error" not in r and r["repeats"] >= 1 for r in rows)
+        assert rows[1]["ratio_to"] == "clean step" and rows[3]["ratio_to"] == "plain PGD loop"

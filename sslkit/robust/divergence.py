@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from sslkit.distributed import world_size
 from sslkit.errors import ConfigError
+from sslkit.losses.base import upcast
 
 SPACES = ("features", "projections")
 
@@ -48,7 +49,8 @@ class SquaredDistance(nn.Module):
         self.space = _check_space(space)
 
     def forward(self, clean: Tensor, adv: Tensor) -> tuple[Tensor, dict]:
-        d = (F.normalize(clean, dim=-1) - F.normalize(adv, dim=-1)).square().sum(-1).mean()
+        d = (F.normalize(upcast(clean), dim=-1) - F.normalize(upcast(adv), dim=-1))
+        d = d.square().sum(-1).mean()
         return d, {}
 
 
@@ -73,7 +75,7 @@ class SimilarityKL(nn.Module):
         self.temperature, self.space = temperature, _check_space(space)
 
     def _log_probs(self, h: Tensor) -> Tensor:
-        u = F.normalize(h.reshape(-1, h.shape[-1]), dim=-1)
+        u = F.normalize(upcast(h).reshape(-1, h.shape[-1]), dim=-1)
         logits = u @ u.T / self.temperature
         eye = torch.eye(len(u), dtype=torch.bool, device=u.device)
         # the diagonal gets probability 0 in both; a finite stand-in keeps 0 * log 0 out of the sum
