@@ -41,7 +41,8 @@ def sam_perturbation(loss: Tensor, params: dict[str, nn.Parameter], rho: float,
         grads = [g.view_as(params[n]) for g, n in zip(flat.split([g.numel() for g in grads]), names)]
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     scale = rho / norm.clamp_min(1e-12)
-    return {n: (g * scale).detach() for n, g in zip(names, grads)}
+    # in each parameter's own layout (channels_last weights stay so; DDP's buckets expect it)
+    return {n: torch.empty_like(params[n]).copy_(g.detach() * scale) for n, g in zip(names, grads)}
 
 
 def perturbed(params: dict[str, nn.Parameter], eps: dict[str, Tensor]) -> dict[str, Tensor]:
