@@ -25,6 +25,8 @@ Sections (``--only``):
 * ``attack``: images/s of torchattacks' PGD-20 (l-inf 8/255, step 2/255, random start; what
   ``eval=robust`` runs) against a plain hand-written PGD loop of the same forward/backward passes,
   on the default encoder + a linear head in eval mode (target: ratio >= 0.9).
+* ``adversarial``: a training step with PGD views (``adversarial=pgd``) against a clean step,
+  and the attack against a plain loop of the same passes (scripts/bench_adversarial.py).
 
 Every figure is a ratio or a throughput measured in this run, repeated (variants interleaved,
 order rotated each repeat); min and median are reported, with torch threads, CPU count and
@@ -56,7 +58,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack")
+SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack", "adversarial")
 BATCH = 512  # Fashion-MNIST default batch (configs/data/fashion_mnist.yaml)
 HEAD_DIM, HEAD_VIEWS, QUEUE = 128, 2, 4096
 
@@ -857,7 +859,7 @@ def print_tables(results: dict) -> None:
         else:
             ratio_key = {"trainer": "ratio_to_plain", "augment": "ratio_to_batched",
                          "precision": "ratio_to_fp32", "views": "ratio_to_all_views",
-                         "attack": "ratio_to_plain"}[key]
+                         "attack": "ratio_to_plain", "adversarial": "ratio"}[key]
             table.add_column("benchmark")
             table.add_column("img/s median", justify="right")
             table.add_column("img/s best", justify="right")
@@ -938,9 +940,11 @@ def main(argv: list[str] | None = None) -> int:
     if {"trainer", "augment", "precision", "views"} & set(only):
         print("[bench] warming up ...", file=sys.stderr, flush=True)
         results["machine"]["warmup_step_seconds"] = warm_process(device, args.warm_steps)
+    from bench_adversarial import section_adversarial
+
     runners = {"trainer": section_trainer, "augment": section_augment, "heads": section_heads,
                "precision": section_precision, "views": section_views,
-               "attack": section_attack}
+               "attack": section_attack, "adversarial": section_adversarial}
     for name in SECTIONS:
         if name not in only:
             continue

@@ -61,6 +61,7 @@ class ContrastiveModule(L.LightningModule):
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
         shuffle_bn_groups: int = 8,
+        adversarial: Callable[..., nn.Module] | None = None,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -80,6 +81,9 @@ class ContrastiveModule(L.LightningModule):
         self.views = ViewPlan(head, augment.num_views, augment.views)
         use_shuffle = self.key_net is not None and getattr(head, "shuffle_bn", False)
         self.shuffle_bn = ShuffleBN(shuffle_bn_groups) if use_shuffle else None
+        # robust pretraining (adversarial views, divergence, SAM): sslkit/robust/objective.py
+        self.robust = (adversarial(online=self.online, feature_dim=encoder.num_features,
+                                   proj_dim=proj_dim) if adversarial is not None else None)
         self.optimizer_factory = optimizer
         self.weight_decay, self.warmup_epochs = weight_decay, warmup_epochs
         self.final_lr_ratio = final_lr_ratio
@@ -137,7 +141,8 @@ class ContrastiveModule(L.LightningModule):
         image = batch["image"]
         gen = self.augment_generator(image.device, batch_idx)
         views = self.augment(image, generator=gen)
-        h, z = self.embed_views(self.online, self.views.pick(views, self.views.query))
+        queries = self.views.pick(views, self.views.query)
+        h, z = self.embed_views(self.online, queries)
         if self.predictor is not None:
             b, v, d = z.shape
             z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
@@ -161,7 +166,10 @@ class ContrastiveModule(L.LightningModule):
                     f"{type(self.trainer.datamodule).__name__} provides none; use loss.kernel=null"
                 )
             extras["prior"] = gather_no_grad(batch["prior"])
-        out = self.head(gather_with_grad(z), **extras)
+        if self.robust is None:
+            out = self.head(gather_with_grad(z), **extras)
+        else:  # clean + adversarial + divergence terms: sslkit/robust/objective.py
+            out = self.robust(self, queries, h, z, extras, generator=self._augment_gen)
         if not torch.isfinite(out.loss.detach()):
             terms = {"loss": out.loss, **out.logs}
             if self.guard.should_skip("loss", self._where(), terms, self._last_checkpoint()):
@@ -211,6 +219,7 @@ class ContrastiveModule(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         modules = [self.online] + ([self.predictor] if self.predictor is not None else [])
+        modules += [self.robust] if self.robust is not None else []
         opt = build_optimizer(self.optimizer_factory, modules, self.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
@@ -227,8 +236,12 @@ class ContrastiveModule(L.LightningModule):
             "config": self.config,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.robust is not None:
+            checkpoint["sslkit"]["robust"] = self.robust.checkpoint_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get("sslkit", {})
         if "torch_rng" in meta:
             torch.set_rng_state(meta["torch_rng"])
+        if self.robust is not None and "robust" in meta:
+            self.robust.load_checkpoint_state(meta["robust"])
