@@ -1,8 +1,9 @@
 """The Lightning module: augment -> encoder -> projector -> (gather) -> loss head.
 
 It composes the parts given to it and adds only what the head declares it needs
-(``head.requires``): momentum keys ``k``, a key ``queue``, ``labels``, ``prior``; and a predictor
-when ``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
+(``head.requires``): momentum keys ``k`` and a key ``queue`` from its parts, any other name from
+the batch field of that name (:mod:`sslkit.data.fields`); and a predictor when
+``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
 by ``training_step`` / ``validation_step``.
 """
 
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from sslkit.augment.pipeline import ViewAugment
+from sslkit.data.fields import MODULE_PARTS, batch_field
 from sslkit.distributed import gather_no_grad, gather_with_grad
 from sslkit.encoders.projector import MLP
 from sslkit.optim import build_optimizer, warmup_cosine
@@ -26,6 +28,8 @@ from sslkit.parts.momentum import MomentumCopy
 from sslkit.parts.queue import KeyQueue
 
 FORMAT_VERSION = 1
+# global: the head sees the batch gathered from every rank; local: each rank's own batch
+LOSS_SCOPES = ("global", "local")
 
 
 class Backbone(nn.Module):
@@ -57,9 +61,15 @@ class ContrastiveModule(L.LightningModule):
         compile_encoder: bool = False,
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
+        loss_scope: str = "global",
         config: dict | None = None,
     ) -> None:
         super().__init__()
+        if loss_scope not in LOSS_SCOPES:
+            raise ConfigError(
+                f"model.loss_scope={loss_scope!r}: valid choices are {', '.join(LOSS_SCOPES)}"
+            )
+        self.loss_scope = loss_scope
         self.online = Backbone(encoder, projector(encoder.num_features))
         self.head, self.augment = head, augment
         self.requires = frozenset(getattr(head, "requires", frozenset()))
@@ -132,25 +142,23 @@ class ContrastiveModule(L.LightningModule):
             b, v, d = z.shape
             z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
         extras: dict[str, Tensor] = {}
+        local = self.loss_scope == "local"
         keys = None
         if self.key_net is not None:
             with torch.no_grad():
-                _, keys = self.embed_views(self.key_net, views)
-            keys = gather_no_grad(keys)
+                _, own_keys = self.embed_views(self.key_net, views)
+            keys = gather_no_grad(own_keys)  # the queue takes every rank's keys in either scope
             if "k" in self.requires:
-                extras["k"] = keys
+                extras["k"] = own_keys if local else keys
         if self.queue is not None:
             extras["queue"] = self.queue.entries()
-        if "labels" in self.requires:
-            extras["labels"] = gather_no_grad(batch["label"])
-        if "prior" in self.requires:
-            if "prior" not in batch:
-                raise ConfigError(
-                    f"loss {type(self.head).__name__} needs prior features and data "
-                    f"{type(self.trainer.datamodule).__name__} provides none; use loss.kernel=null"
-                )
-            extras["prior"] = gather_no_grad(batch["prior"])
-        out = self.head(gather_with_grad(z), **extras)
+        for name in sorted(self.requires - MODULE_PARTS):
+            field = batch_field(name)
+            if field not in batch:
+                raise ConfigError(f"loss {type(self.head).__name__} needs `{name}` and the batch "
+                                  f"has no `{field}` field")
+            extras[name] = batch[field] if local else gather_no_grad(batch[field])
+        out = self.head(z if local else gather_with_grad(z), **extras)
         if not torch.isfinite(out.loss.detach()):
             terms = {"loss": out.loss, **out.logs}
             if self.guard.should_skip("loss", self._where(), terms, self._last_checkpoint()):
