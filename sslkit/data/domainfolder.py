@@ -41,10 +41,11 @@ class DomainFolder(ImageFolder):
             self.classes = sorted({c.name for d in chosen for c in (self.root / d).iterdir()
                                    if c.is_dir()})
         parts = [FolderImages(self.root / d, self.load_size, self.classes) for d in use]
+        domains = torch.cat([torch.full((len(p),), found.index(d), dtype=torch.long)
+                             for p, d in zip(parts, use)])
         data = parts[0]
         data.samples = [s for p in parts for s in p.samples]
         data.labels = torch.cat([p.labels for p in parts])
-        data.domains = torch.cat([torch.full((len(p),), found.index(d), dtype=torch.long)
-                                  for p, d in zip(parts, use)])
+        data.domains = domains
         self.num_classes = len(self.classes)
         return data

@@ -78,7 +78,7 @@ class VAEPrior(PriorSource):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, count = total + float(loss) * len(batch["image"]), count + len(batch["image"])
+                total, count = total + float(loss.detach()) * len(batch["image"]), count + len(batch["image"])
             self.last_loss = total / max(count, 1)
         vae.eval()
         with torch.no_grad():
