@@ -1,7 +1,7 @@
 """Compute a prior table ahead of a run and keep it in the prior's on-disk cache.
 
     python scripts/train_prior.py prior=vae                       # VAE on Fashion-MNIST
-    python scripts/train_prior.py prior=vae data=cifar10 prior.epochs=20 prior.latent_dim=64
+    python scripts/train_prior.py prior=vae prior.epochs=20 prior.latent_dim=32
     python scripts/train_prior.py prior=features prior.checkpoint=RUN/checkpoints/last.ckpt
 
 Takes the same ``key=value`` overrides as train.py (compose the run's config, so the cache key
