@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from sslkit.errors import ConfigError
+from sslkit.errors import ConfigError, DataError
 
 # inputs made by module parts (momentum encoder, key queue), not read from the batch
 MODULE_PARTS = frozenset({"k", "queue"})
@@ -57,7 +57,7 @@ def attach(data: Dataset, name: str, values: torch.Tensor) -> None:
     looked up by each sample's original index: stable under long-tailed subsets and sharding)."""
     idx = origin(data)
     if len(values) <= int(idx.max()):
-        raise ConfigError(f"{name}: {len(values)} rows, but the split has sample {int(idx.max())}")
+        raise DataError(f"{name}: {len(values)} rows, but the split has sample {int(idx.max())}")
     data.fields[name] = values[idx]
 
 

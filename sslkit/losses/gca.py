@@ -219,7 +219,7 @@ class _Rows:
 
 
 class _GCAHead(nn.Module):
-    requires: ClassVar[frozenset[str]] = frozenset()
+    requires: frozenset[str] = frozenset()  # set per instance: {groups} when alpha/beta != 0
     unit_marginals: ClassVar[bool] = False  # default marginals: ones (True) or 1/N (False)
 
     def _setup(
