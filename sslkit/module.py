@@ -1,8 +1,9 @@
 """The Lightning module: augment -> encoder -> projector -> (gather) -> loss head.
 
 It composes the parts given to it and adds only what the head declares it needs
-(``head.requires``): momentum keys ``k``, a key ``queue``, ``labels``, ``prior``; and a predictor
-when ``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
+(``head.requires``): momentum keys ``k`` and a key ``queue`` from its parts, any other name from
+the batch field of that name (:mod:`sslkit.data.fields`); and a predictor when
+``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
 by ``training_step`` / ``validation_step``.
 """
 
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sslkit.augment.pipeline import ViewAugment
+from sslkit.data.fields import MODULE_PARTS, batch_field
 from sslkit.distributed import gather_no_grad, gather_with_grad
 from sslkit.encoders.projector import MLP
 from sslkit.optim import build_optimizer, warmup_cosine
@@ -29,6 +31,8 @@ from sslkit.parts.shuffle_bn import ShuffleBN
 from sslkit.parts.views import ViewPlan
 
 FORMAT_VERSION = 1
+# global: the head sees the batch gathered from every rank; local: each rank's own batch
+LOSS_SCOPES = ("global", "local")
 
 
 class Backbone(nn.Module):
@@ -62,9 +66,15 @@ class ContrastiveModule(L.LightningModule):
         max_nonfinite_skips: int = 10,
         shuffle_bn_groups: int = 8,
         adversarial: Callable[..., nn.Module] | None = None,
+        loss_scope: str = "global",
         config: dict | None = None,
     ) -> None:
         super().__init__()
+        if loss_scope not in LOSS_SCOPES:
+            raise ConfigError(
+                f"model.loss_scope={loss_scope!r}: valid choices are {', '.join(LOSS_SCOPES)}"
+            )
+        self.loss_scope = loss_scope
         self.online = Backbone(encoder, projector(encoder.num_features))
         self.head, self.augment = head, augment
         self.requires = frozenset(getattr(head, "requires", frozenset()))
@@ -118,6 +128,11 @@ class ContrastiveModule(L.LightningModule):
                 feats[idx[j]], projs[idx[j]] = hj, zj
         return torch.stack(feats, 1), torch.stack(projs, 1)
 
+    def head_input(self, z: Tensor) -> Tensor:
+        """What the head sees of this rank's projections: the global batch gathered from every
+        rank (with gradient), or with ``loss_scope=local`` this rank's own batch."""
+        return z if self.loss_scope == "local" else gather_with_grad(z)
+
     @torch.no_grad()
     def features(self, images: Tensor) -> Tensor:
         """Encoder features of un-augmented images (what probes use)."""
@@ -147,27 +162,25 @@ class ContrastiveModule(L.LightningModule):
             b, v, d = z.shape
             z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
         extras: dict[str, Tensor] = {}
+        local = self.loss_scope == "local"
         keys = None
         if self.key_net is not None:
             with torch.no_grad():
                 run = partial(self.shuffle_bn, self.key_net, generator=gen) if self.shuffle_bn else None
-                _, keys = self.embed_views(self.key_net, self.views.pick(views, self.views.key), run)
-            keys = gather_no_grad(keys)
+                _, own_keys = self.embed_views(self.key_net, self.views.pick(views, self.views.key), run)
+            keys = gather_no_grad(own_keys)  # the queue takes every rank's keys in either scope
             if "k" in self.requires:
-                extras["k"] = keys
+                extras["k"] = own_keys if local else keys
         if self.queue is not None:
             extras["queue"] = self.queue.entries()
-        if "labels" in self.requires:
-            extras["labels"] = gather_no_grad(batch["label"])
-        if "prior" in self.requires:
-            if "prior" not in batch:
-                raise ConfigError(
-                    f"loss {type(self.head).__name__} needs prior features and data "
-                    f"{type(self.trainer.datamodule).__name__} provides none; use loss.kernel=null"
-                )
-            extras["prior"] = gather_no_grad(batch["prior"])
+        for name in sorted(self.requires - MODULE_PARTS):
+            field = batch_field(name)
+            if field not in batch:
+                raise ConfigError(f"loss {type(self.head).__name__} needs `{name}` and the batch "
+                                  f"has no `{field}` field")
+            extras[name] = batch[field] if local else gather_no_grad(batch[field])
         if self.robust is None:
-            out = self.head(gather_with_grad(z), **extras)
+            out = self.head(self.head_input(z), **extras)
         else:  # clean + adversarial + divergence terms: sslkit/robust/objective.py
             out = self.robust(self, queries, h, z, extras, generator=self._augment_gen)
         if not torch.isfinite(out.loss.detach()):

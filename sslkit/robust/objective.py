@@ -22,7 +22,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from sslkit.distributed import gather_with_grad
 from sslkit.errors import ConfigError
 from sslkit.losses.base import LossOutput
 from sslkit.robust.attack import PGD
@@ -113,7 +112,7 @@ class RobustObjective(nn.Module):
         return h, z
 
     def _head(self, module, z: Tensor, extras: dict[str, Tensor]) -> LossOutput:
-        return module.head(gather_with_grad(z), **extras)
+        return module.head(module.head_input(z), **extras)
 
     def _adv_inputs(self, z_adv: Tensor, z_clean: Tensor,
                     extras: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
