@@ -6,8 +6,11 @@ dataset needs a stand-in writer in STAND_INS)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import hydra.utils
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -71,6 +74,13 @@ EXPECTED = {
 }
 
 
+def _missing_groups(name: str) -> list[str]:
+    """Config groups a recipe overrides that this checkout does not have."""
+    text = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()
+    groups = re.findall(r"^\s*- override /(\w+):", text, flags=re.M)
+    return [g for g in groups if not (CONFIG_DIR / g).is_dir()]
+
+
 def _compose(name: str):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={name}"])
@@ -88,12 +98,15 @@ def test_recipes_found_and_expectations_name_real_recipes():
 def test_recipe_header_cites_its_source(name):
     text = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n# ")
-    if not name.endswith("_fmnist") and name != "smoke":
+    if "_fmnist" not in name and name != "smoke":
         assert "Source: github " in text, "a paper recipe names the official file it follows"
 
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_builds_on_stand_in_files(name, tmp_path):
+    missing = _missing_groups(name)
+    if missing:
+        pytest.skip(f"needs config group(s) {missing}")
     cfg = _compose(name)
     for key, value in EXPECTED.get(name, {}).items():
         got = OmegaConf.select(cfg, key)
@@ -113,6 +126,17 @@ def test_recipe_builds_on_stand_in_files(name, tmp_path):
     dm.setup("fit")
     check_sizes(cfg, dm)
     module = build_module(cfg)
+    if cfg.get("prior"):
+        from sslkit.prior.base import absolute_paths, setup_prior
+
+        with open_dict(cfg):
+            if "cache_dir" in cfg.prior:
+                cfg.prior.cache_dir = str(tmp_path / "priors")
+            if "path" in cfg.prior and OmegaConf.is_missing(cfg.prior, "path"):
+                n = len(dm.split(dm.train_split))
+                np.save(tmp_path / "prior.npy", np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32))
+                cfg.prior.path = str(tmp_path / "prior.npy")
+        setup_prior(hydra.utils.instantiate(absolute_paths(cfg.prior)), dm, module.head)
     assert type(module.head).__name__ == cfg.loss._target_.rsplit(".", 1)[1]
     batch = next(iter(dm.train_dataloader()))
     views = module.augment(batch["image"])
