@@ -92,3 +92,10 @@ def test_utzappos_missing_and_bad_files(tmp_path):
     bad.unlink()
     with pytest.raises(DataError, match="attribute file not found.*meta_data_bin_train.csv"):
         UTZappos(root=str(tmp_path)).split("train")
+
+
+def test_listed_images_carry_attached_fields(tmp_path):
+    make_utzappos(tmp_path, per_class=2)
+    data = UTZappos(root=str(tmp_path)).split("train")
+    data.fields["prior"] = torch.arange(len(data), dtype=torch.float32)[:, None]
+    assert data[2]["prior"].tolist() == [2.0]

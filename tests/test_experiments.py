@@ -132,7 +132,7 @@ def test_recipe_builds_on_stand_in_files(name, tmp_path):
         with open_dict(cfg):
             if "cache_dir" in cfg.prior:
                 cfg.prior.cache_dir = str(tmp_path / "priors")
-            if "path" in cfg.prior and OmegaConf.is_missing(cfg.prior, "path"):
+            if "path" in cfg.prior and cfg.prior.path is None and cfg.prior.get("checkpoint") is None:
                 n = len(dm.split(dm.train_split))
                 np.save(tmp_path / "prior.npy", np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32))
                 cfg.prior.path = str(tmp_path / "prior.npy")

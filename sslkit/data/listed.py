@@ -26,6 +26,8 @@ class ListedImages(Dataset):
         self.labels = torch.tensor(labels, dtype=torch.long)
         if attributes is not None:
             self.attributes = attributes
+        # per-sample batch fields attached later (a prior, domains): {name: Tensor[N, ...]}
+        self.fields: dict[str, torch.Tensor] = {}
         self.transform = v2.Compose(
             [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
         )
@@ -40,7 +42,8 @@ class ListedImages(Dataset):
                 image = self.transform(img.convert("RGB"))
         except (OSError, UnidentifiedImageError) as err:
             raise DataError(f"{path}: unreadable image ({err})") from None
-        return {"image": image, "label": self.labels[i], "index": torch.tensor(i)}
+        return {"image": image, "label": self.labels[i], "index": torch.tensor(i),
+                **{k: v[i] for k, v in self.fields.items()}}
 
 
 def read_table(path: Path, columns: int, what: str) -> list[list[str]]:
