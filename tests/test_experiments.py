@@ -61,6 +61,8 @@ EXPECTED = {
     "cacr_imagenet100": {"augment.views": 5, "data.batch_size": 256, "loss.tau_neg": 2.0,
                          "loss.queue_size": 65536, "data.num_classes": 100},
     "cacr_imagenet": {"data.batch_size": 4096, "loss.momentum": 0.996, "trainer.max_epochs": 1000},
+    "cacr_imagenet_vit": {"encoder.name": "vit_base_patch16_224", "loss.temperature": 0.2,
+                          "optim.weight_decay": 0.1},
     "cacr_fmnist": {"augment.views": 5, "data.batch_size": 128},
     "gca_cifar10": {"data.batch_size": 512, "loss.epsilon": 0.5, "loss.iterations": 10,
                     "trainer.max_epochs": 500, "augment.recrop_p": 0.0},
