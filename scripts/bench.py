@@ -481,10 +481,16 @@ def head_variants() -> list[tuple[str, dict]]:
     """(name, config) of each head in configs/loss/, plus dunif with a prior kernel."""
     import yaml
 
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
     out = []
     paths = sorted((ROOT / "configs" / "loss").glob("*.yaml"), key=lambda p: (p.stem != "infonce", p.stem))
-    for path in paths:
-        out.append((path.stem, yaml.safe_load(path.read_text())))
+    # composed by Hydra: a head's file may inherit another's (cct.yaml takes cacr.yaml)
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        for path in paths:
+            loss = compose("train", overrides=[f"loss={path.stem}"]).loss
+            out.append((path.stem, OmegaConf.to_container(loss, resolve=True)))
     dunif = dict(yaml.safe_load((ROOT / "configs" / "loss" / "dunif.yaml").read_text()))
     dunif.update(kernel="rbf", sigma=1.0)
     out.append(("dunif+rbf_prior", dunif))

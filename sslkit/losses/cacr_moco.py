@@ -16,6 +16,7 @@ from sslkit.losses.cacr import (
     off_diagonal,
     prepare,
     sqdist,
+    warn_two_views,
 )
 
 
@@ -129,6 +130,7 @@ class CACRMoCo(nn.Module):
         self, z: Tensor, k: Tensor | None = None, queue: Tensor | None = None, **_: object
     ) -> LossOutput:
         check_views(z)
+        warn_two_views(self, "cacr_moco", z.shape[1])
         if k is None or queue is None:
             raise ValueError("cacr_moco needs k=[B, V, D] momentum keys and queue=[Q, D]")
         if k.shape != z.shape:

@@ -8,7 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from sslkit.losses.base import LossOutput, check_views, detached_logs
-from sslkit.losses.cacr import check_positive, entropy, full_precision, prepare, sqdist
+from sslkit.losses.cacr import (
+    check_positive,
+    entropy,
+    full_precision,
+    prepare,
+    sqdist,
+    warn_two_views,
+)
 
 COSTS = ("rbf", "euclidean")
 
@@ -123,6 +130,9 @@ class CACRMoCoV3(nn.Module):
 
     def forward(self, z: Tensor, k: Tensor | None = None, **_: object) -> LossOutput:
         check_views(z)
+        warn_two_views(self, "cacr_mocov3", z.shape[1],
+                       effect="the positive weights are 1 and the loss is MoCo v3's halved",
+                       remedy="add local crops (augment=multicrop) as the paper's multi-crop runs do")
         batch, views, dim = z.shape
         if views < self.n_global:
             raise ValueError(f"n_global={self.n_global} but z has only {views} views")

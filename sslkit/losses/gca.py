@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs, view_major
+from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast, view_major
 from sslkit.losses.sinkhorn import SOLVERS, LogScalings, log_sinkhorn, unbalanced_exponent
 
 SELF_PAIRS = ("max_cost", "mask")
@@ -266,13 +266,10 @@ class _GCAHead(nn.Module):
     ) -> _Batch:
         check_views(z)
         batch, views, _ = z.shape
-        if z.dtype in (torch.float16, torch.bfloat16):
-            z = z.float()
-        x = view_major(F.normalize(z, dim=-1) if self.normalize else z)
-        sim = x @ x.T  # under autocast this matmul may run in bf16
         with torch.autocast(device_type=z.device.type, enabled=False):
-            if sim.dtype in (torch.float16, torch.bfloat16):
-                sim = sim.float()
+            z = upcast(z)
+            x = view_major(F.normalize(z, dim=-1) if self.normalize else z)
+            sim = x @ x.T
             log_k = _LogKernel.apply(sim, self.epsilon, self.sim_clamp, self.self_pair == "mask")
             with torch.no_grad():
                 if self.normalize:
