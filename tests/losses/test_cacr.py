@@ -241,7 +241,8 @@ def test_logs_are_detached_and_complete():
     z = make_z(8, 3, 4, seed=11).requires_grad_(True)
     out = CACR()(z)
     expected = {"attraction", "repulsion", "pos_w_entropy", "pos_w_max", "neg_w_entropy",
-                "neg_w_max", "pos_sqdist", "neg_sqdist"}
+                "neg_w_max", "pos_sqdist", "neg_sqdist", "pos_pair_sqdist", "pos_pair_weight",
+                "neg_pair_sqdist", "neg_pair_weight"}
     assert set(out.logs) == expected
     assert all(not torch.is_tensor(v) or not v.requires_grad for v in out.logs.values())
     torch.testing.assert_close(out.logs["attraction"] + out.logs["repulsion"], out.loss.detach())
@@ -285,3 +286,25 @@ def test_builds_from_yaml_with_official_defaults(name):
         assert getattr(head, key) == value, key
     z = make_z(6, 3, 4, seed=13)
     torch.testing.assert_close(head(z).loss, reference_cacr(z), rtol=0, atol=1e-10)
+
+
+def test_pair_samples_in_logs_match_reference_weights():
+    batch, views = 5, 3
+    z = make_z(batch, views, 4, seed=3)
+    out = CACR(tau_pos=2.0, tau_neg=3.0)(z)
+    u = torch.nn.functional.normalize(z, dim=-1)
+    for i in range(batch):
+        for x in range(views):
+            others = [y for y in range(views) if y != x]
+            d = torch.stack([(u[i, x] - u[i, y]).pow(2).sum() for y in others])
+            w = torch.exp(2.0 * d) / torch.exp(2.0 * d).sum()
+            torch.testing.assert_close(out.logs["pos_pair_sqdist"][i, x], d)
+            torch.testing.assert_close(out.logs["pos_pair_weight"][i, x], w)
+    for p, (x, y) in enumerate(((0, 1), (0, 2), (1, 2))):
+        for i in range(batch):
+            js = [j for j in range(batch) if j != i]
+            d = torch.stack([(u[i, x] - u[j, y]).pow(2).sum() for j in js])
+            w = torch.exp(-3.0 * d) / torch.exp(-3.0 * d).sum()
+            torch.testing.assert_close(out.logs["neg_pair_sqdist"][p, i, js], d)
+            torch.testing.assert_close(out.logs["neg_pair_weight"][p, i, js], w)
+            assert out.logs["neg_pair_weight"][p, i, i] == 0
