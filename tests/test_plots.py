@@ -87,7 +87,7 @@ def test_recorder_leaves_training_unchanged(cacr_run, tmp_path_factory):
 @pytest.mark.slow
 def test_plots_of_a_cacr_smoke_run(cacr_run):
     ctx = context_from_checkpoint(cacr_run / "checkpoints" / "last.ckpt", device="cpu")
-    out = Plots(method="tsne")(ctx)
+    out = Plots(method="tsne", n_jobs=1)(ctx)
     assert set(out["files"]) == {"embedding", "curves", "weights"}
     assert "plan" in out["skipped"]
     for rel in out["files"].values():
@@ -99,7 +99,7 @@ def test_plots_of_a_cacr_smoke_run(cacr_run):
 @pytest.mark.slow
 def test_plots_of_a_gca_smoke_run(gca_run):
     ctx = context_from_checkpoint(gca_run / "checkpoints" / "last.ckpt", device="cpu")
-    out = Plots(method="tsne", max_points=100)(ctx)
+    out = Plots(method="tsne", max_points=100, n_jobs=1)(ctx)
     assert set(out["files"]) == {"embedding", "curves", "plan"}
     assert out["embedding_points"] == 100
     for rel in out["files"].values():
@@ -127,7 +127,7 @@ def test_plots_without_records_or_metrics_say_why(tmp_path):
     y = torch.arange(40) % 2
     ctx = SimpleNamespace(run_dir=tmp_path, labelled=lambda split: (x, y),
                           datamodule=SimpleNamespace(name="toy"), module=None)
-    out = Plots(method="tsne")(ctx)
+    out = Plots(method="tsne", n_jobs=1)(ctx)
     assert out["files"] == {"embedding": "plots/embedding_tsne.png"}
     assert "recorder" in out["skipped"]["weights"] and "metrics.csv" in out["skipped"]["curves"]
     assert_picture(tmp_path / out["files"]["embedding"])

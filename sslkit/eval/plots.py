@@ -2,9 +2,12 @@
 does (CACR/CCT weights against distance, the GCA transport plan), as PNGs in
 ``<run_dir>/plots/`` (and in wandb when a wandb logger is attached).
 
-The 2-D map uses umap-learn or openTSNE (``method``). Measured once on 10k Fashion-MNIST test
-images (PCA-50, one thread, ``scripts/bench_embedding.py``; figures in docs/pictures.md), UMAP
-was the faster of the two, so it is the default.
+The 2-D map uses openTSNE (default) or umap-learn (``method``). Timed on the same 10k
+Fashion-MNIST test images (PCA-50, one thread, ``scripts/bench_embedding.py``, run twice in
+both orders on a busy 2-core machine): UMAP's fit was 1.09-1.11x faster, but each new process
+first spends 37-103 s compiling UMAP's numba kernels (openTSNE: 9 s of warm-up), so a whole
+call in a fresh process, which is how evaluators run, took 265 vs 267 s and 337 vs 404 s
+(openTSNE vs UMAP). openTSNE is the default.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ class Plots:
     """Writes every picture the run has the data for and returns their paths (relative to the
     run dir) with what was skipped and why."""
 
-    def __init__(self, method: str = "umap", max_points: int = 10_000, n_neighbors: int = 15,
-                 metric: str = "cosine", n_jobs: int = 1, max_pair_samples: int = 4000,
+    def __init__(self, method: str = "tsne", max_points: int = 10_000, n_neighbors: int = 15,
+                 metric: str = "cosine", n_jobs: int | None = None, max_pair_samples: int = 4000,
                  dpi: int = 100, seed: int = 0) -> None:
         if method not in METHODS:
             raise ValueError(f"plots.method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method, self.max_points, self.n_neighbors = method, max_points, n_neighbors
-        self.metric, self.n_jobs, self.max_pair_samples = metric, n_jobs, max_pair_samples
+        # None: one job per core (both libraries read -1 so)
+        self.metric, self.max_pair_samples = metric, max_pair_samples
+        self.n_jobs = -1 if n_jobs is None else int(n_jobs)
         self.dpi, self.seed = dpi, seed
 
     def __call__(self, ctx: EvalContext) -> dict:
