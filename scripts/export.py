@@ -24,7 +24,8 @@ def parse(argv: list[str]) -> dict[str, str]:
     for arg in argv:
         key, eq, value = arg.partition("=")
         if not eq or key not in KEYS:
-            fail(f"unknown argument {arg!r}; usage: python scripts/export.py checkpoint=PATH [out=DIR]")
+            fail(f"unknown argument {arg!r}; usage: python scripts/export.py checkpoint=PATH "
+                 "[out=DIR]")
         args[key] = value
     if not args.get("checkpoint"):
         fail("checkpoint=PATH is required (a .ckpt file written by train.py)")

@@ -88,7 +88,8 @@ class Plots:
             skipped["weights"] = skipped["plan"] = why
         else:
             if "neg_pair_weight" in records[0]["tensors"]:
-                save(plot_weights(records, self.max_pair_samples, rng), out / "weights.png", self.dpi)
+                fig = plot_weights(records, self.max_pair_samples, rng)
+                save(fig, out / "weights.png", self.dpi)
                 files["weights"] = f"{PLOTS_DIR}/weights.png"
             else:
                 skipped["weights"] = f"head {records[0]['head']} records no contrastive weights"
@@ -105,7 +106,7 @@ class Plots:
 # -- data ------------------------------------------------------------------------------------
 def embed_2d(x: np.ndarray, y: np.ndarray, method: str, max_points: int, n_neighbors: int,
              metric: str, n_jobs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded subsample of at most ``max_points`` rows mapped to 2-D; returns it and its labels."""
+    """A seeded subsample of at most ``max_points`` rows mapped to 2-D, and its labels."""
     if len(x) > max_points:
         keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:max_points])
         x, y = x[keep], y[keep]
@@ -171,7 +172,8 @@ def plan_of(record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     t = record["tensors"]
     plan = torch.exp(t["plan_log_u"].double()[:, None] + t["plan_log_kv"].double())
     labels = record["labels"].repeat(record["views"])  # view-major rows: v * B + i
-    return plan.numpy(), t["plan_mu"].double().numpy(), t["plan_nu"].double().numpy(), labels.numpy()
+    mu, nu = t["plan_mu"].double().numpy(), t["plan_nu"].double().numpy()
+    return plan.numpy(), mu, nu, labels.numpy()
 
 
 # -- figures ---------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ class HeadRecorder(L.Callback):
         return self._batch
 
     @torch.no_grad()
-    def record(self, trainer: L.Trainer, module: L.LightningModule, epochs_done: int) -> Path | None:
+    def record(self, trainer: L.Trainer, module: L.LightningModule,
+               epochs_done: int) -> Path | None:
         """Run the head on the fixed batch now and save its tensors; returns the file written."""
         batch = {k: v.to(module.device) for k, v in self._fixed_batch(trainer).items()
                  if isinstance(v, Tensor)}
