@@ -35,7 +35,8 @@ def smoke(tmp_path_factory, name: str, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def cacr_run(tmp_path_factory) -> Path:
-    return smoke(tmp_path_factory, "cacr", "loss=cacr", "+eval/callbacks=recorder")
+    return smoke(tmp_path_factory, "cacr", "loss=cacr", "+eval/callbacks=recorder",
+                 "eval.callbacks.recorder.every_n_epochs=1")
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,8 @@ PLOTS_DIR = "plots"
 METHODS = ("umap", "tsne")
 # columns of metrics.csv that are bookkeeping, not curves
 SKIP_COLUMNS = ("epoch", "step", "train/views_per_s")
+# recorded points of training drawn in the weights picture
+MAX_SHOWN = 6
 
 
 class Plots:
@@ -254,6 +256,8 @@ def plot_weights(records: list[dict], max_samples: int, rng: np.random.Generator
 
     cmap = matplotlib.colormaps["viridis"]
     batch, views = records[0]["batch"], records[0]["views"]
+    if len(records) > MAX_SHOWN:  # evenly spaced, first and last included
+        records = [records[i] for i in np.linspace(0, len(records) - 1, MAX_SHOWN).round().astype(int)]
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     ax_pos, ax_neg = fig.subplots(1, 2)
     for k, rec in enumerate(records):
