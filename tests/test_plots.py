@@ -173,3 +173,18 @@ def test_unknown_method_and_foreign_checkpoint_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         context_from_checkpoint(tmp_path / "missing.ckpt")
     assert run_dir_of(foreign) == (tmp_path / "run").resolve()
+
+
+def test_tensor_logs_stay_out_of_the_nonfinite_message():
+    from sslkit.losses.cacr import CACR
+    from sslkit.parts.guard import NonFiniteError, NonFiniteGuard
+
+    z = torch.randn(4, 2, 3)
+    z[0, 0, 0] = float("nan")
+    out = CACR()(z)
+    with pytest.raises(NonFiniteError) as err:
+        NonFiniteGuard("stop").should_skip("loss", "epoch 0 step 0", {"loss": out.loss, **out.logs},
+                                           None)
+    message = str(err.value)
+    assert "attraction=" in message and "neg_pair_weight" not in message
+    assert "tensor(" not in message and len(message.splitlines()) == 1
