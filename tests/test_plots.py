@@ -188,3 +188,24 @@ def test_tensor_logs_stay_out_of_the_nonfinite_message():
     message = str(err.value)
     assert "attraction=" in message and "neg_pair_weight" not in message
     assert "tensor(" not in message and len(message.splitlines()) == 1
+
+
+def test_pictures_go_to_an_attached_wandb_logger(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import lightning as L
+    from lightning.pytorch.loggers import WandbLogger
+
+    from sslkit.eval.plots import log_to_wandb, plot_embedding, save
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(project="sslkit-test", save_dir=str(tmp_path), offline=True)
+    trainer = L.Trainer(logger=logger, enable_checkpointing=False, enable_progress_bar=False)
+    png = save(plot_embedding(np.random.rand(20, 2), np.arange(20) % 2, "toy"), tmp_path / "e.png", 50)
+    log_to_wandb(SimpleNamespace(module=SimpleNamespace(_trainer=trainer)), {"embedding": png})
+    logger.experiment.finish()
+    logged = list((tmp_path / "wandb").rglob("media/images/plots/embedding_*.png"))
+    assert len(logged) == 1 and logged[0].stat().st_size > 0
+    # no trainer attached (scripts/plots.py): nothing to log to, no error
+    log_to_wandb(SimpleNamespace(module=SimpleNamespace()), {"embedding": png})
