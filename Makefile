@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
+	# the robust extra without its stale requests pin (see pyproject.toml)
+	$(BIN)/pip install --no-deps 'torchattacks>=3.5.1'
 	touch $(STAMP)
 
 # Fashion-MNIST: Debian's package when apt can install it; otherwise train.py lets torchvision

@@ -39,7 +39,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {path} refused: it is a directory, expected a .ckpt file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError) as err:
+    # a file that is no checkpoint at all (a CSV, a text file) makes the unpickler fail with
+    # IndexError or KeyError
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError,
+            IndexError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"checkpoint {path} refused: not a readable checkpoint (truncated or corrupt?): {reason}"

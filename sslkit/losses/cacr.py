@@ -88,7 +88,11 @@ class CACR(nn.Module):
     Logs: ``attraction``, ``repulsion``; ``pos_w_entropy``/``pos_w_max`` and
     ``neg_w_entropy``/``neg_w_max`` (mean entropy and mean largest weight of the conditional
     distributions, per query); ``pos_sqdist``/``neg_sqdist`` (mean squared distance of positive
-    pairs = the alignment metric, and of the negative pairs used).
+    pairs = the alignment metric, and of the negative pairs used). Tensors, for pictures (the
+    training module logs only scalars): ``pos_pair_sqdist``/``pos_pair_weight`` ``[B, V, V-1]``
+    (distance and weight :math:`w^+` of every query-positive pair) and
+    ``neg_pair_sqdist``/``neg_pair_weight`` ``[P, B, B]`` (every query-negative pair of each
+    view pair; the diagonal, the positive pair, has weight 0).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -180,6 +184,11 @@ class CACR(nn.Module):
                     neg_w_max=w_neg.amax(-1).mean(),
                     pos_sqdist=d_pos.mean(),
                     neg_sqdist=neg_sqdist,
+                    # per-pair samples for the weight-vs-distance picture (not logged as scalars)
+                    pos_pair_sqdist=d_pos,
+                    pos_pair_weight=w_pos,
+                    neg_pair_sqdist=d_neg,
+                    neg_pair_weight=w_neg,
                 )
         return LossOutput(loss, logs)
 

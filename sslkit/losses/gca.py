@@ -53,7 +53,11 @@ Logs: ``loss``-term values (``ce``, ``rince_pos``, ``rince_neg``), ``plan_row_er
 ``plan_col_err`` (:math:`\|P1-\mu\|_1/\|\mu\|_1` and the same for columns), ``plan_mass``
 (:math:`\sum P / \sum\mu`), ``plan_entropy`` (entropy in nats of :math:`P/\sum P`),
 ``pos_mass`` (fraction of the plan's mass on the positive pairs), ``pos_sim``/``neg_sim``
-(mean cosine of positive / negative pairs).
+(mean cosine of positive / negative pairs). Tensors, for pictures (the training module logs
+only scalars): ``plan_log_u`` ``[N]`` and ``plan_log_kv`` ``[N, N]`` (:math:`\log u` and
+:math:`\log(K\,\mathrm{diag}(v))`, so :math:`P = e^{\text{plan\_log\_u}[:, None] +
+\text{plan\_log\_kv}}`), ``plan_mu``, ``plan_nu`` ``[N]`` (the marginals); rows and columns
+in view-major order.
 """
 
 from __future__ import annotations
@@ -377,6 +381,11 @@ class _GCAHead(nn.Module):
                 pos_mass=pos_mass / mass,
                 pos_sim=pos_cos.mean(),
                 neg_sim=neg_sim,
+                # the plan itself, for pictures: P = exp(plan_log_u[:, None] + plan_log_kv)
+                plan_log_u=lu,
+                plan_log_kv=rows.e,
+                plan_mu=a,
+                plan_nu=b,
             )
         return detached_logs(**out, **terms)
 

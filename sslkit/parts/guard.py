@@ -31,7 +31,8 @@ class NonFiniteGuard:
         if self.policy == "skip" and self.skipped < self.max_skips:
             self.skipped += 1
             return True
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in terms.items())
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in terms.items()
+                          if not (isinstance(v, Tensor) and v.numel() != 1))
         last = checkpoint if checkpoint is not None and checkpoint.exists() else "none written yet"
         limit = f" ({self.skipped} steps skipped already)" if self.policy == "skip" else ""
         raise NonFiniteError(

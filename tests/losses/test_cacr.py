@@ -242,7 +242,8 @@ def test_logs_are_detached_and_complete():
     z = make_z(8, 3, 4, seed=11).requires_grad_(True)
     out = CACR()(z)
     expected = {"attraction", "repulsion", "pos_w_entropy", "pos_w_max", "neg_w_entropy",
-                "neg_w_max", "pos_sqdist", "neg_sqdist"}
+                "neg_w_max", "pos_sqdist", "neg_sqdist", "pos_pair_sqdist", "pos_pair_weight",
+                "neg_pair_sqdist", "neg_pair_weight"}
     assert set(out.logs) == expected
     assert all(not torch.is_tensor(v) or not v.requires_grad for v in out.logs.values())
     torch.testing.assert_close(out.logs["attraction"] + out.logs["repulsion"], out.loss.detach())
@@ -313,3 +314,25 @@ def test_momentum_forms_warn_with_two_views():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         CACRMoCoV3()(make_z(6, 4, 4, seed=20), k=k)  # 2 global + 2 local crops
+
+
+def test_pair_samples_in_logs_match_reference_weights():
+    batch, views = 5, 3
+    z = make_z(batch, views, 4, seed=3)
+    out = CACR(tau_pos=2.0, tau_neg=3.0)(z)
+    u = torch.nn.functional.normalize(z, dim=-1)
+    for i in range(batch):
+        for x in range(views):
+            others = [y for y in range(views) if y != x]
+            d = torch.stack([(u[i, x] - u[i, y]).pow(2).sum() for y in others])
+            w = torch.exp(2.0 * d) / torch.exp(2.0 * d).sum()
+            torch.testing.assert_close(out.logs["pos_pair_sqdist"][i, x], d)
+            torch.testing.assert_close(out.logs["pos_pair_weight"][i, x], w)
+    for p, (x, y) in enumerate(((0, 1), (0, 2), (1, 2))):
+        for i in range(batch):
+            js = [j for j in range(batch) if j != i]
+            d = torch.stack([(u[i, x] - u[j, y]).pow(2).sum() for j in js])
+            w = torch.exp(-3.0 * d) / torch.exp(-3.0 * d).sum()
+            torch.testing.assert_close(out.logs["neg_pair_sqdist"][p, i, js], d)
+            torch.testing.assert_close(out.logs["neg_pair_weight"][p, i, js], w)
+            assert out.logs["neg_pair_weight"][p, i, i] == 0

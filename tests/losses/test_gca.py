@@ -406,3 +406,20 @@ def test_argument_validation():
         GCAINCE()(z, target_plan=torch.zeros(3, 2, 3, 2))
     with pytest.raises(ValueError, match="views"):
         GCAINCE()(z[:, :1])
+
+
+@pytest.mark.parametrize("name", ["gca_ince", "gca_uot"])
+def test_plan_tensors_in_logs_match_reference_plan(name):
+    batch, views = 3, 2
+    z = _z(batch, views)
+    head = {"gca_ince": GCAINCE, "gca_uot": GCAUOT}[name](iterations=5)
+    logs = head(z).logs
+    plan, rows, a, b = reference(name, z, iterations=5, return_plan=True)
+    ref = torch.tensor([[float(x) for x in row] for row in plan], dtype=torch.float64)
+    # the head orders rows view-major (v * B + i), the reference instance-major
+    order = torch.tensor([v * batch + i for i, v in rows])
+    p = torch.exp(logs["plan_log_u"][:, None] + logs["plan_log_kv"])[order][:, order]
+    torch.testing.assert_close(p, ref, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(logs["plan_mu"][order], torch.tensor(a, dtype=torch.float64))
+    torch.testing.assert_close(logs["plan_nu"][order], torch.tensor(b, dtype=torch.float64))
+    assert not any(logs[k].requires_grad for k in ("plan_log_u", "plan_log_kv"))

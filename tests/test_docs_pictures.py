@@ -1,0 +1,51 @@
+"""Every command of docs/pictures.md runs, at smoke scale (synthetic data, a temp run dir)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "pictures.md"
+
+
+def doc_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
+    return [ln.strip() for block in blocks for ln in block.splitlines()
+            if ln.strip().startswith("python ")]
+
+
+def smoke_scale(command: str, tmp: Path) -> list[str]:
+    args = shlex.split(command.replace("runs/pictures", str(tmp)))
+    script = args[1]
+    if script == "train.py":
+        args.append("experiment=smoke")
+    elif script == "scripts/plots.py":
+        args.append("max_points=100")
+    elif script == "scripts/bench_embedding.py":
+        args += ["--n", "300", "--out", str(tmp / "bench.json")]
+    return [sys.executable, *args[1:]]
+
+
+def test_doc_has_commands_and_pictures():
+    commands = doc_commands()
+    assert any(c.startswith("python train.py") for c in commands)
+    assert any(c.startswith("python scripts/plots.py") for c in commands)
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", DOC.read_text()):
+        assert (DOC.parent / link).exists(), link
+
+
+@pytest.mark.slow
+def test_doc_commands_run_at_smoke_scale(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    for command in doc_commands():
+        proc = subprocess.run(smoke_scale(command, tmp_path), cwd=ROOT, capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
+    assert list((tmp_path / "cacr" / "plots").glob("*.png"))

@@ -1,0 +1,211 @@
+"""Pictures of a run: the head recorder, the plots evaluator on smoke runs, its data readers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from sslkit.errors import CheckpointError
+from sslkit.eval.loading import context_from_checkpoint, run_dir_of
+from sslkit.eval.plots import Plots, embed_2d, plan_of, read_metrics
+from sslkit.eval.recorders import load_records
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def train(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, "train.py", "experiment=smoke", "threads=1", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+def smoke(tmp_path_factory, name: str, *args: str) -> Path:
+    run_dir = tmp_path_factory.mktemp(name)
+    proc = train(f"hydra.run.dir={run_dir}", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def cacr_run(tmp_path_factory) -> Path:
+    return smoke(tmp_path_factory, "cacr", "loss=cacr", "+eval/callbacks=recorder",
+                 "eval.callbacks.recorder.every_n_epochs=1")
+
+
+@pytest.fixture(scope="module")
+def gca_run(tmp_path_factory) -> Path:
+    return smoke(tmp_path_factory, "gca", "loss=gca_ince", "+eval/callbacks=recorder",
+                 "trainer.max_epochs=3", "eval.callbacks.recorder.every_n_epochs=2")
+
+
+def assert_picture(path: Path) -> None:
+    assert path.exists() and path.stat().st_size > 0, path
+    image = imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 100
+    assert image[..., :3].std() > 0.05, f"{path} is blank"
+
+
+@pytest.mark.slow
+def test_recorder_writes_records_at_the_chosen_epochs(cacr_run, gca_run):
+    cacr = load_records(cacr_run)
+    assert [r["epochs_done"] for r in cacr] == [0, 1, 2]  # before training, every epoch
+    assert [r["step"] for r in cacr] == [0, 8, 16]
+    gca = load_records(gca_run)
+    assert [r["epochs_done"] for r in gca] == [0, 2, 3]  # every 2 epochs and the last
+    rec = cacr[-1]
+    assert rec["head"] == "CACR" and rec["views"] == 2
+    b = rec["batch"]
+    assert rec["labels"].shape == (b,)
+    t = rec["tensors"]
+    assert t["neg_pair_weight"].shape == t["neg_pair_sqdist"].shape == (1, b, b)
+    # each query's negative weights are a distribution over the other instances
+    torch.testing.assert_close(t["neg_pair_weight"].sum(-1), torch.ones(1, b))
+    assert (t["neg_pair_weight"].diagonal(dim1=-2, dim2=-1) == 0).all()
+    assert (t["neg_pair_sqdist"] >= 0).all() and (t["neg_pair_sqdist"] <= 4 + 1e-5).all()
+    # the same fixed batch every time, and the weights change as the encoder trains
+    assert all(torch.equal(r["labels"], rec["labels"]) for r in cacr)
+    assert not torch.allclose(cacr[0]["tensors"]["neg_pair_weight"], t["neg_pair_weight"])
+
+
+@pytest.mark.slow
+def test_recorder_leaves_training_unchanged(cacr_run, tmp_path_factory):
+    plain = smoke(tmp_path_factory, "plain", "loss=cacr")
+    a = torch.load(cacr_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(plain / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:  # weights and BatchNorm running statistics alike
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert not (plain / "records").exists()
+
+
+@pytest.mark.slow
+def test_plots_of_a_cacr_smoke_run(cacr_run):
+    ctx = context_from_checkpoint(cacr_run / "checkpoints" / "last.ckpt", device="cpu")
+    out = Plots(method="tsne", n_jobs=1)(ctx)
+    assert set(out["files"]) == {"embedding", "curves", "weights"}
+    assert "plan" in out["skipped"]
+    for rel in out["files"].values():
+        assert_picture(cacr_run / rel)
+    assert out["files"]["embedding"] == "plots/embedding_tsne.png"
+    assert out["embedding_points"] == len(ctx.labelled("test")[0])
+
+
+@pytest.mark.slow
+def test_plots_of_a_gca_smoke_run(gca_run):
+    ctx = context_from_checkpoint(gca_run / "checkpoints" / "last.ckpt", device="cpu")
+    out = Plots(method="tsne", max_points=100, n_jobs=1)(ctx)
+    assert set(out["files"]) == {"embedding", "curves", "plan"}
+    assert out["embedding_points"] == 100
+    for rel in out["files"].values():
+        assert_picture(gca_run / rel)
+
+
+@pytest.mark.slow
+def test_recorded_plan_is_the_heads_plan(gca_run):
+    rec = load_records(gca_run)[-1]
+    plan, mu, nu, labels = plan_of(rec)
+    n = rec["batch"] * rec["views"]
+    assert plan.shape == (n, n) and labels.shape == (n,)
+    # gca_ince: unit marginals; 10 Sinkhorn iterations leave the rows and columns close to them
+    np.testing.assert_allclose(mu, 1.0), np.testing.assert_allclose(nu, 1.0)
+    np.testing.assert_allclose(plan.sum(0), nu, rtol=1e-4)
+    np.testing.assert_allclose(plan.sum(1), mu, rtol=1e-3)
+    row_err = np.abs(plan.sum(1) - mu).sum() / mu.sum()
+    assert row_err == pytest.approx(rec["scalars"]["plan_row_err"], rel=1e-3, abs=1e-6)
+
+
+def test_plots_without_records_or_metrics_say_why(tmp_path):
+    from types import SimpleNamespace
+
+    x = torch.randn(40, 5) + torch.arange(40)[:, None] % 2 * 5
+    y = torch.arange(40) % 2
+    ctx = SimpleNamespace(run_dir=tmp_path, labelled=lambda split: (x, y),
+                          datamodule=SimpleNamespace(name="toy"), module=None)
+    out = Plots(method="tsne", n_jobs=1)(ctx)
+    assert out["files"] == {"embedding": "plots/embedding_tsne.png"}
+    assert "recorder" in out["skipped"]["weights"] and "metrics.csv" in out["skipped"]["curves"]
+    assert_picture(tmp_path / out["files"]["embedding"])
+
+
+def test_read_metrics_drops_empty_cells(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,train/loss,val/knn_top1,lr-AdamW\n"
+                    "0,0,2.5,,0.1\n0,1,2.0,,0.2\n0,1,,0.5,\n1,3,nan,0.75,0.3\n")
+    series = read_metrics(path)
+    assert set(series) == {"train/loss", "val/knn_top1", "lr-AdamW"}
+    np.testing.assert_array_equal(series["train/loss"][0], [0, 1])
+    np.testing.assert_array_equal(series["train/loss"][1], [2.5, 2.0])
+    np.testing.assert_array_equal(series["val/knn_top1"][0], [1, 3])
+    np.testing.assert_array_equal(series["val/knn_top1"][1], [0.5, 0.75])
+
+
+def test_embedding_subsamples_with_a_seed():
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    y = np.arange(300) % 3
+    xy, y_used = embed_2d(x, y, "tsne", 120, 15, "cosine", 1, seed=0)
+    assert xy.shape == (120, 2) and np.isfinite(xy).all()
+    _, again = embed_2d(x, y, "tsne", 120, 15, "cosine", 1, seed=0)
+    np.testing.assert_array_equal(y_used, again)
+
+
+@pytest.mark.slow
+def test_umap_embedding():
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    xy, _ = embed_2d(x, np.zeros(200), "umap", 10_000, 15, "cosine", 1, seed=0)
+    assert xy.shape == (200, 2) and np.isfinite(xy).all()
+
+
+def test_unknown_method_and_foreign_checkpoint_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="umap, tsne"):
+        Plots(method="pca")
+    foreign = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    foreign.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not written by sslkit"):
+        context_from_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="no such file"):
+        context_from_checkpoint(tmp_path / "missing.ckpt")
+    assert run_dir_of(foreign) == (tmp_path / "run").resolve()
+
+
+def test_tensor_logs_stay_out_of_the_nonfinite_message():
+    from sslkit.losses.cacr import CACR
+    from sslkit.parts.guard import NonFiniteError, NonFiniteGuard
+
+    z = torch.randn(4, 2, 3)
+    z[0, 0, 0] = float("nan")
+    out = CACR()(z)
+    with pytest.raises(NonFiniteError) as err:
+        NonFiniteGuard("stop").should_skip("loss", "epoch 0 step 0", {"loss": out.loss, **out.logs},
+                                           None)
+    message = str(err.value)
+    assert "attraction=" in message and "neg_pair_weight" not in message
+    assert "tensor(" not in message and len(message.splitlines()) == 1
+
+
+def test_pictures_go_to_an_attached_wandb_logger(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import lightning as L
+    from lightning.pytorch.loggers import WandbLogger
+
+    from sslkit.eval.plots import log_to_wandb, plot_embedding, save
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(project="sslkit-test", save_dir=str(tmp_path), offline=True)
+    trainer = L.Trainer(logger=logger, enable_checkpointing=False, enable_progress_bar=False)
+    png = save(plot_embedding(np.random.rand(20, 2), np.arange(20) % 2, "toy"), tmp_path / "e.png", 50)
+    log_to_wandb(SimpleNamespace(module=SimpleNamespace(_trainer=trainer)), {"embedding": png})
+    logger.experiment.finish()
+    logged = list((tmp_path / "wandb").rglob("media/images/plots/embedding_*.png"))
+    assert len(logged) == 1 and logged[0].stat().st_size > 0
+    # no trainer attached (scripts/plots.py): nothing to log to, no error
+    log_to_wandb(SimpleNamespace(module=SimpleNamespace()), {"embedding": png})
