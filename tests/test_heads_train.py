@@ -20,7 +20,7 @@ def test_head_trains_end_to_end(head, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "train.py", f"loss={head}", "experiment=smoke", "trainer.max_epochs=1",
-         "eval.callbacks.knn.every_n_epochs=0", f"hydra.run.dir={tmp_path}"],
+         "monitor.knn.every_n_epochs=0", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from sslkit.data.longtail import longtail_indices
+from sslkit.data.longtail import PROFILES, longtail_indices
 from sslkit.data.sampler import EpochBatchSampler
 from sslkit.errors import ConfigError
 
@@ -84,6 +84,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         imbalance_ratio: float = 1.0,
         seed: int = 0,
+        imbalance_profile: str = "exponential",
         pin_memory: bool = False,
         **_: object,
     ) -> None:
@@ -93,6 +94,12 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.imbalance_ratio, self.seed = imbalance_ratio, seed
+        if imbalance_ratio < 1 or imbalance_profile not in PROFILES:
+            raise ConfigError(
+                f"data.imbalance_ratio={imbalance_ratio} / data.imbalance_profile={imbalance_profile}: "
+                f"the ratio must be >= 1 (1 = balanced) and the profile one of {', '.join(PROFILES)}"
+            )
+        self.imbalance_profile = imbalance_profile
         self.splits: dict[str, Dataset] = {}
 
     # -- subclasses -------------------------------------------------------------------------
@@ -106,7 +113,8 @@ class ImageDataModule(L.LightningDataModule):
             if split == "pretrain":
                 data = self.split(self.train_split)
                 if self.imbalance_ratio != 1:
-                    keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed)
+                    keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed,
+                                            self.imbalance_profile)
                     data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
             else:
                 data = self.load_split(split)

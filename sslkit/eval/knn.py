@@ -36,3 +36,30 @@ def knn_top1(bank: Tensor, bank_labels: Tensor, queries: Tensor, labels: Tensor,
              num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
     pred = knn_predict(bank, bank_labels, queries, num_classes, k, temperature).argmax(1)
     return (pred == labels).float().mean().item()
+
+
+class KNNClassifier:
+    """Offline evaluator ``knn``: test features classified against the probe split's features
+    by ``knn_predict`` at each ``k``; top-1 (and top-5 when there are more than 5 classes) per
+    k, and ``top1`` at ``summary_k``."""
+
+    def __init__(self, k: list[int] | tuple[int, ...] = (20, 200), temperature: float = 0.1,
+                 summary_k: int = 200) -> None:
+        self.ks, self.temperature, self.summary_k = [int(v) for v in k], temperature, summary_k
+        if summary_k not in self.ks:
+            from sslkit.errors import ConfigError
+
+            raise ConfigError(f"eval.knn.summary_k={summary_k} is not one of eval.knn.k={self.ks}")
+
+    def __call__(self, ctx) -> dict:
+        bank, bank_labels = (t.to(ctx.device) for t in ctx.labelled("probe"))
+        queries, labels = (t.to(ctx.device) for t in ctx.labelled("test"))
+        out: dict = {"temperature": self.temperature}
+        for k in self.ks:
+            scores = knn_predict(bank, bank_labels, queries, ctx.num_classes, k, self.temperature)
+            out[f"k{k}_top1"] = (scores.argmax(1) == labels).float().mean().item()
+            if ctx.num_classes > 5:
+                hit = (scores.topk(5, dim=1).indices == labels[:, None]).any(1)
+                out[f"k{k}_top5"] = hit.float().mean().item()
+        out["top1"] = out[f"k{self.summary_k}_top1"]
+        return out
