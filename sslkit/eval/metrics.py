@@ -96,9 +96,12 @@ def representation_metrics(module, images: Tensor, alpha: float = 2.0, t: float 
     the first view, and the spread metrics over the un-augmented images."""
     was_training = module.training
     module.eval()
-    gen = torch.Generator(device=module.device).manual_seed(seed)
+    gen = torch.Generator(device=module.device)
     parts: list[tuple[Tensor, ...]] = []
-    for chunk in images.split(chunk_size):  # eval-mode BatchNorm: chunking changes nothing
+    # in chunks (eval-mode BatchNorm: the embeddings do not depend on the chunking); each chunk's
+    # augmentations are seeded from (seed, chunk), so the pairs depend on chunk_size
+    for i, chunk in enumerate(images.split(chunk_size)):
+        gen.manual_seed(seed * 1_000_003 + i)
         chunk = chunk.to(module.device)
         h, z = module.embed_views(module.online, module.augment(chunk, generator=gen)[:2])
         clean_h = module.features(chunk)
