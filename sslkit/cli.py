@@ -92,6 +92,7 @@ def print_summary(summary: dict) -> None:
         ("epochs", summary.get("epochs"), "{}"),
         ("run dir", summary.get("run_dir"), "{}"),
         ("checkpoint", summary.get("checkpoint"), "{}"),
+        *([("collapse warning", summary["collapse_warning"], "{}")] if summary.get("collapse_warning") else []),
     ]
     for name, value, fmt in rows:
         table.add_row(name, fmt.format(value) if value is not None else "-")
