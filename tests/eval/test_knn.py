@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import blobs, context_with
-from sslkit.eval.knn import KNNClassifier, knn_predict
+from sslkit.eval.knn import KNNClassifier, knn_predict, knn_predict_many
 
 
 def brute_force(bank, bank_labels, queries, num_classes, k, temperature):
@@ -35,6 +35,16 @@ def test_knn_matches_brute_force(k):
     ref = brute_force(bank, labels, queries, 3, min(k, 60), 0.1)
     torch.testing.assert_close(ours, ref.float(), rtol=1e-4, atol=1e-3)
     assert torch.equal(ours.argmax(1), ref.argmax(1))
+
+
+def test_one_pass_serves_every_k():
+    g = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(80, 6, generator=g), torch.randn(9, 6, generator=g)
+    labels = torch.randint(0, 4, (80,), generator=g)
+    many = knn_predict_many(bank, labels, queries, 4, (3, 20, 80), 0.07, chunk=5)
+    for k in (3, 20, 80):
+        torch.testing.assert_close(many[k], brute_force(bank, labels, queries, 4, k, 0.07).float(),
+                                   rtol=1e-4, atol=1e-3)
 
 
 def test_knn_evaluator_reports_each_k(smoke_parts, tmp_path):
