@@ -15,6 +15,7 @@ mean and 95% interval.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -24,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from sslkit.cli import CONFIG_DIR, check_choices, check_composes, expand_eval_all, fail  # noqa: E402
+from sslkit.cli import (CONFIG_DIR, check_choices, check_composes, expand_eval_all,  # noqa: E402
+                        fail)
 from sslkit.errors import UserError  # noqa: E402
 
 
@@ -76,7 +78,8 @@ def print_aggregate(groups: list[dict], console) -> None:
         table.add_column("mean")
         table.add_column("95% interval")
         for name, s in group["metrics"].items():
-            table.add_row(name, f"{s['mean']:.4f}", "-" if s["ci95"] != s["ci95"] else f"± {s['ci95']:.4f}")
+            interval = "-" if math.isnan(s["ci95"]) else f"± {s['ci95']:.4f}"
+            table.add_row(name, f"{s['mean']:.4f}", interval)
         console.print(table)
 
 
