@@ -35,8 +35,10 @@ class LinearSGD:
         aug = module.augment
         encoder = module.online.encoder.eval()
         dim = ctx.features("test")[0].shape[1]
-        torch.manual_seed(ctx.seed)
-        head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, ctx.num_classes)).to(device)
+        with torch.random.fork_rng(devices=[]):  # a seeded initialisation, global RNG untouched
+            torch.manual_seed(ctx.seed)
+            head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, ctx.num_classes))
+        head.to(device)
         opt = torch.optim.SGD(head.parameters(), lr=self.lr * self.batch_size / 256,
                               momentum=self.momentum, nesterov=self.momentum > 0,
                               weight_decay=self.weight_decay)
