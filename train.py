@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from sslkit.cli import CONFIG_DIR, check_choices, check_composes, fail, print_summary
+from sslkit.cli import CONFIG_DIR, check_choices, check_composes, expand_eval_all, fail, print_summary
 from sslkit.errors import UserError
 
 
@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = expand_eval_all(sys.argv[1:])
     check_choices(sys.argv[1:])
     check_composes(sys.argv[1:])
     main()

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     opts = parser.parse_args()
     rng = random.Random(opts.seed)
-    args = [f"trainer.max_epochs={opts.epochs}", "eval.callbacks.knn.every_n_epochs=0", *opts.overrides]
+    args = [f"trainer.max_epochs={opts.epochs}", "monitor.knn.every_n_epochs=0", *opts.overrides]
     work = Path(tempfile.mkdtemp(prefix="fault_drill_"))
     started = time.perf_counter()
     if run(work / "straight", args) != 0:

@@ -2,7 +2,7 @@
 
     python scripts/probe_floors.py [key=value ...]     # same overrides as train.py
 
-Both use the exact probe of the default job (sslkit.eval.linear_probe, the eval.final settings).
+Both use the fast linear protocol of the default job (sslkit.eval.linear, configs/eval/linear.yaml).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main(overrides: list[str]) -> None:
 
     from sslkit.cli import CONFIG_DIR
     from sslkit.eval.features import extract
-    from sslkit.eval.linear_probe import fit_linear_probe
+    from sslkit.eval.linear import LinearProbe, select_and_fit, top1
     from sslkit.run import build_datamodule, build_module
 
     GlobalHydra.instance().clear()
@@ -32,7 +32,7 @@ def main(overrides: list[str]) -> None:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     module = build_module(cfg).eval()
-    lp = cfg.eval.final.linear_probe
+    lp = LinearProbe(**{k: v for k, v in cfg.eval.linear.items() if k != "_target_"})
     results = {}
     for name, feats in (
         ("raw_pixels", lambda x: module.augment.eval_transform(x).flatten(1)),
@@ -41,9 +41,9 @@ def main(overrides: list[str]) -> None:
         started = time.perf_counter()
         tr_x, tr_y = extract(feats, dm.eval_dataloader(dm.probe_split))
         te_x, te_y = extract(feats, dm.eval_dataloader(dm.test_split))
-        probe = fit_linear_probe(tr_x, tr_y, te_x, te_y, dm.num_classes, lp.epochs, lp.batch_size,
-                                 lp.lr, lp.weight_decay, cfg.seed)
-        results[name] = {"linear_probe_top1": probe.top1, "features": tr_x.shape[1],
+        probe, _, _ = select_and_fit(tr_x, tr_y, dm.num_classes, lp.l2_grid, lp.holdout_fraction,
+                                     cfg.seed, lp.max_iter, lp.tolerance)
+        results[name] = {"linear_probe_top1": top1(probe.logits(te_x), te_y), "features": tr_x.shape[1],
                          "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(results, indent=2))
 

@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="the multirun dir (hydra.sweep.dir)")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
-                        help="summary.json keys to tabulate (default: %(default)s)")
+                        help="summary.json keys to tabulate, e.g. eval/knn/k20_top1 for a number of "
+                             "an evaluator (default: %(default)s)")
     parser.add_argument("--plot-metric", default="linear_probe_top1")
     parser.add_argument("--seed-key", default="seed", help="override pooled over (default: seed)")
     parser.add_argument("--no-plot", action="store_true")

@@ -152,23 +152,29 @@ class ContrastiveModule(L.LightningModule):
         self._augment_gen.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
         return self._augment_gen
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        image = batch["image"]
-        gen = self.augment_generator(image.device, batch_idx)
-        views = self.augment(image, generator=gen)
+    def head_inputs(self, batch: dict[str, Tensor], views: list[Tensor],
+                    generator: torch.Generator | None = None, one_rank: bool = False
+                    ) -> tuple[list[Tensor], Tensor, Tensor, dict[str, Tensor], Tensor | None]:
+        """Everything a step feeds the head, from a batch and its augmented ``views``: the query
+        views, their features ``h`` and projections ``z`` (this rank's, ``[B, V, *]``), the
+        head's extra inputs (momentum keys, queue, and every batch field the head ``requires``;
+        gathered across ranks unless ``loss_scope == "local"``), and the keys of every rank
+        (what the queue takes). ``one_rank``: no collective calls at all, for callbacks that
+        run on rank 0 only (the module in eval mode, so the key encoder needs no shuffle BN)."""
+        local = one_rank or self.loss_scope == "local"
         queries = self.views.pick(views, self.views.query)
         h, z = self.embed_views(self.online, queries)
         if self.predictor is not None:
             b, v, d = z.shape
             z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
         extras: dict[str, Tensor] = {}
-        local = self.loss_scope == "local"
         keys = None
         if self.key_net is not None:
             with torch.no_grad():
-                run = partial(self.shuffle_bn, self.key_net, generator=gen) if self.shuffle_bn else None
+                run = (partial(self.shuffle_bn, self.key_net, generator=generator)
+                       if self.shuffle_bn and not one_rank else None)
                 _, own_keys = self.embed_views(self.key_net, self.views.pick(views, self.views.key), run)
-            keys = gather_no_grad(own_keys)  # the queue takes every rank's keys in either scope
+            keys = own_keys if one_rank else gather_no_grad(own_keys)  # the queue takes every rank's
             if "k" in self.requires:
                 extras["k"] = own_keys if local else keys
         if self.queue is not None:
@@ -179,6 +185,13 @@ class ContrastiveModule(L.LightningModule):
                 raise ConfigError(f"loss {type(self.head).__name__} needs `{name}` and the batch "
                                   f"has no `{field}` field")
             extras[name] = batch[field] if local else gather_no_grad(batch[field])
+        return queries, h, z, extras, keys
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        image = batch["image"]
+        gen = self.augment_generator(image.device, batch_idx)
+        views = self.augment(image, generator=gen)
+        queries, h, z, extras, keys = self.head_inputs(batch, views, gen)
         if self.robust is None:
             out = self.head(self.head_input(z), **extras)
         else:  # clean + adversarial + divergence terms: sslkit/robust/objective.py

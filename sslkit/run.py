@@ -21,9 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslkit.checkpoint import last_checkpoint, load_checkpoint
 from sslkit.data.fields import check_head_inputs
 from sslkit.errors import CheckpointError, ConfigError, UserError
-from sslkit.eval.features import extract
-from sslkit.eval.knn import knn_top1
-from sslkit.eval.linear_probe import fit_linear_probe
+from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, summary_entries
 from sslkit.parts.queue import check_queue_fits
 from sslkit.preemption import Preemption
 from sslkit.prior.base import absolute_paths, setup_prior
@@ -65,7 +63,8 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    callbacks = [instantiate(c, f"eval.callbacks") for c in cfg.eval.callbacks.values() if c]
+    monitors = cfg.get("monitor") or {}
+    callbacks = [instantiate(c, f"monitor.{name}") for name, c in monitors.items() if c]
     ckpt_dir = run_dir / "checkpoints"
     ck = cfg.checkpoint
     callbacks += [
@@ -94,8 +93,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 # config sections whose change alters what a run means; anything else (max_epochs, loggers,
 # evaluation, paths, worker counts) may differ on resume
 MEANING_KEYS = ("loss", "encoder", "augment", "model", "optim", "seed", "data._target_",
-                "data.batch_size", "data.imbalance_ratio", "data.train_split", "prior",
-                "data.domain_shift")
+                "data.batch_size", "data.imbalance_ratio", "data.imbalance_profile",
+                "data.train_split", "prior", "data.domain_shift")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -187,26 +186,14 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict] | Non
     return path, ckpt
 
 
-def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.LightningDataModule) -> dict:
-    """Linear probe and kNN on frozen encoder features: fit on the probe split, test on the
-    test split."""
-    module.eval()
-    device = module.device
-    train_x, train_y = extract(module.features, dm.eval_dataloader(dm.probe_split), device)
-    test_x, test_y = extract(module.features, dm.eval_dataloader(dm.test_split), device)
-    keep = train_y >= 0
-    train_x, train_y = train_x[keep], train_y[keep]
-    lp, knn = cfg.eval.final.linear_probe, cfg.eval.final.knn
-    probe = fit_linear_probe(train_x, train_y, test_x, test_y, dm.num_classes, epochs=lp.epochs,
-                             batch_size=lp.batch_size, lr=lp.lr, weight_decay=lp.weight_decay,
-                             seed=cfg.seed)
-    knn_acc = knn_top1(train_x, train_y, test_x, test_y, dm.num_classes, knn.k, knn.temperature)
-    return {
-        "linear_probe_top1": probe.top1,
-        "linear_probe_top5": probe.top5,
-        "linear_probe_train_top1": probe.train_top1,
-        "knn_top1": knn_acc,
-    }
+def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.LightningDataModule,
+                     run_dir: Path, evaluators: dict | None = None) -> dict:
+    """The offline evaluators of ``cfg.eval`` (sslkit/eval/runner.py) on the trained module;
+    returns what summary.json keeps of them."""
+    from rich.console import Console
+
+    results = evaluate_module(cfg, module, dm, run_dir, cfg.seed, Console(), evaluators)
+    return summary_entries(results)
 
 
 def quiet_lightning() -> None:
@@ -239,6 +226,8 @@ def train(cfg: DictConfig) -> dict:
     prior = instantiate(absolute_paths(cfg.prior), "prior") if cfg.get("prior") else None
     setup_prior(prior, dm, module.head)
     check_head_inputs(module.head, dm)
+    evaluators = build_evaluators(cfg)  # a bad evaluator config fails here, before training
+    eval_device(cfg.get("eval_device"))
     if resume is not None:
         check_same_model(ckpt, resume[1]["state_dict"], module)
         del resume  # Lightning loads the file again itself; do not hold a second copy
@@ -259,7 +248,9 @@ def train(cfg: DictConfig) -> dict:
     pretrain_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
-    results = final_evaluation(cfg, module, dm)
+    results = final_evaluation(cfg, module, dm, run_dir, evaluators)
+    for callback in trainer.callbacks:  # e.g. the metrics monitor's collapse warning
+        results.update(getattr(callback, "summary_entries", dict)())
     ckpt_dir = run_dir / "checkpoints"
     summary = {
         **results,

@@ -22,7 +22,7 @@ def test_head_trains_end_to_end(head, tmp_path):
     queue = ["loss.queue_size=256"] if "queue_size:" in (ROOT / "configs" / "loss" / f"{head}.yaml").read_text() else []
     proc = subprocess.run(
         [sys.executable, "train.py", f"loss={head}", "experiment=smoke", "trainer.max_epochs=1",
-         "eval.callbacks.knn.every_n_epochs=0", f"hydra.run.dir={tmp_path}", *queue],
+         "monitor.knn.every_n_epochs=0", f"hydra.run.dir={tmp_path}", *queue],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -35,14 +35,13 @@ def smoke(tmp_path_factory, name: str, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def cacr_run(tmp_path_factory) -> Path:
-    return smoke(tmp_path_factory, "cacr", "loss=cacr", "+eval/callbacks=recorder",
-                 "eval.callbacks.recorder.every_n_epochs=1")
+    return smoke(tmp_path_factory, "cacr", "loss=cacr", "monitor.recorder.every_n_epochs=1")
 
 
 @pytest.fixture(scope="module")
 def gca_run(tmp_path_factory) -> Path:
-    return smoke(tmp_path_factory, "gca", "loss=gca_ince", "+eval/callbacks=recorder",
-                 "trainer.max_epochs=3", "eval.callbacks.recorder.every_n_epochs=2")
+    return smoke(tmp_path_factory, "gca", "loss=gca_ince",
+                 "trainer.max_epochs=3", "monitor.recorder.every_n_epochs=2")
 
 
 def assert_picture(path: Path) -> None:

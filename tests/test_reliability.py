@@ -44,7 +44,7 @@ ADVERSARIAL = ["adversarial=pgd", "adversarial.attack.steps=2", "adversarial.bn_
 
 @pytest.mark.parametrize("loss", ["infonce", "moco", "infonce+adversarial"])
 def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
-    extra = [f"loss={loss.split('+')[0]}", "eval.callbacks.knn.every_n_epochs=0"]
+    extra = [f"loss={loss.split('+')[0]}", "monitor.knn.every_n_epochs=0"]
     if loss == "moco":
         extra.append("loss.queue_size=96")
     if loss.endswith("+adversarial"):
@@ -70,7 +70,7 @@ def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
-    args = ["experiment=smoke", "trainer.max_epochs=1", "eval.callbacks.knn.every_n_epochs=0"]
+    args = ["experiment=smoke", "trainer.max_epochs=1", "monitor.knn.every_n_epochs=0"]
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         assert train(*args, f"seed={seed}", f"hydra.run.dir={tmp_path / name}").returncode == 0
     assert_identical(weights(tmp_path / "a"), weights(tmp_path / "b"))
@@ -101,12 +101,12 @@ def start_and_signal(run_dir, sig, after_batches: int, *args: str) -> subprocess
                                        (signal.SIGKILL, None), (signal.SIGKILL, 3)])
 def test_signal_then_resume_matches_straight_run(tmp_path, sig, every):
     """SIGKILL with step checkpoints every 3 steps resumes from a mid-epoch last.ckpt."""
-    args = ["experiment=smoke", "trainer.max_epochs=3", "eval.callbacks.knn.every_n_epochs=0",
+    args = ["experiment=smoke", "trainer.max_epochs=3", "monitor.knn.every_n_epochs=0",
             f"checkpoint.every_n_train_steps={every or 'null'}"]
     straight = tmp_path / "straight"
     assert train(*args, f"hydra.run.dir={straight}").returncode == 0
     run = tmp_path / "run"
-    stopped = start_and_signal(run, sig, 3, *args, "eval.callbacks.online_probe.lr=1.0e-3")
+    stopped = start_and_signal(run, sig, 3, *args, "monitor.online_probe.lr=1.0e-3")
     if sig == signal.SIGKILL:
         assert stopped.returncode == -signal.SIGKILL
     else:
@@ -116,7 +116,7 @@ def test_signal_then_resume_matches_straight_run(tmp_path, sig, every):
         assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] >= 3
         assert not (run / "summary.json").exists()
     # the same command again continues the run (SIGKILL: from the last complete checkpoint)
-    resumed = train(*args, "eval.callbacks.online_probe.lr=1.0e-3", f"hydra.run.dir={run}")
+    resumed = train(*args, "monitor.online_probe.lr=1.0e-3", f"hydra.run.dir={run}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout
     assert_identical(weights(straight), weights(run))

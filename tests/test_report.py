@@ -26,7 +26,7 @@ def two_runs(tmp_path_factory) -> list[Path]:
     for name, loss in (("a", "infonce"), ("b", "cacr")):
         run_dir = base / name
         proc = run("train.py", "experiment=smoke", "threads=1", f"loss={loss}",
-                   f"hydra.run.dir={run_dir}", *(["+eval/callbacks=recorder"] if loss == "cacr" else []))
+                   f"hydra.run.dir={run_dir}", *(["monitor.recorder.every_n_epochs=1"] if loss == "cacr" else []))
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs.append(run_dir)
     proc = run("scripts/plots.py", f"checkpoint={runs[1] / 'checkpoints' / 'last.ckpt'}",

@@ -372,7 +372,7 @@ def _train_one_step(tmp_path, *args: str):
     from tests.test_train import train
 
     proc = train("experiment=smoke", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
-                 "eval.callbacks.knn.every_n_epochs=0", "eval.final.linear_probe.epochs=1",
+                 "monitor.knn.every_n_epochs=0", "eval=[knn]",
                  "adversarial=pgd", "adversarial.attack.steps=2", *args,
                  f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -420,8 +420,8 @@ def test_unknown_adversarial_choice_is_one_line(tmp_path):
 # -- every command of docs/robust.md runs (at smoke scale) ---------------------------------------
 DOC = CONFIG_DIR.parent / "docs" / "robust.md"
 SMOKE = ["data=synthetic", "trainer=cpu", "trainer.max_epochs=1", "++trainer.limit_train_batches=2",
-         "data.batch_size=32", "eval.callbacks.knn.every_n_epochs=0",
-         "eval.final.linear_probe.epochs=1", "adversarial.attack.steps=1"]
+         "data.batch_size=32", "monitor.knn.every_n_epochs=0",
+         "eval=[knn]", "adversarial.attack.steps=1"]
 
 
 def doc_commands() -> list[str]:

@@ -125,7 +125,7 @@ def test_tiny_multirun_and_report(tmp_path):
     proc = subprocess.run(
         [sys.executable, "train.py", "-m", "+sweep=temperature_x_loss", "experiment=smoke",
          "loss=infonce", "loss.temperature=0.2,0.5", "seed=0,1", "trainer.max_epochs=1",
-         "eval.callbacks.knn.every_n_epochs=0", "eval.final.linear_probe.epochs=3",
+         "monitor.knn.every_n_epochs=0", "eval.linear.max_iter=50",
          f"hydra.sweep.dir={sweep_dir}"],
         cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
     )

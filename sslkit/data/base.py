@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sslkit.data.domains import apply_domain_shift
 from sslkit.data.fields import promote_fields
-from sslkit.data.longtail import longtail_indices
+from sslkit.data.longtail import PROFILES, longtail_indices
 from sslkit.data.sampler import EpochBatchSampler
 from sslkit.errors import ConfigError
 
@@ -99,6 +99,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         imbalance_ratio: float = 1.0,
         seed: int = 0,
+        imbalance_profile: str = "exponential",
         pin_memory: bool = False,
         domain_shift: Sequence[str] | None = None,
         **_: object,
@@ -110,6 +111,12 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.imbalance_ratio, self.seed = imbalance_ratio, seed
         self.domain_shift = list(domain_shift) if domain_shift else None
+        if imbalance_ratio < 1 or imbalance_profile not in PROFILES:
+            raise ConfigError(
+                f"data.imbalance_ratio={imbalance_ratio} / data.imbalance_profile={imbalance_profile}: "
+                f"the ratio must be >= 1 (1 = balanced) and the profile one of {', '.join(PROFILES)}"
+            )
+        self.imbalance_profile = imbalance_profile
         self.splits: dict[str, Dataset] = {}
 
     # -- subclasses -------------------------------------------------------------------------
@@ -123,7 +130,8 @@ class ImageDataModule(L.LightningDataModule):
             if split == "pretrain":
                 data = self.split(self.train_split)
                 if self.imbalance_ratio != 1:
-                    keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed)
+                    keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed,
+                                            self.imbalance_profile)
                     data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
             else:
                 data = promote_fields(self.load_split(split))

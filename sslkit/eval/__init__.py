@@ -1,1 +1,2 @@
-"""Evaluation: feature extraction, linear probe, weighted kNN, and the callbacks using them."""
+"""Evaluation: offline evaluators (``configs/eval/``, run by ``sslkit.eval.runner``) and online
+monitors (``configs/monitor/``, Lightning callbacks), sharing feature extraction and maths."""

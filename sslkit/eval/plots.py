@@ -86,7 +86,7 @@ class Plots:
         records = load_records(run_dir)
         rng = np.random.default_rng(self.seed)
         if not records:
-            why = "no records (train with +eval/callbacks=recorder)"
+            why = "no records (train with monitor.recorder.every_n_epochs=1)"
             skipped["weights"] = skipped["plan"] = why
         else:
             if "neg_pair_weight" in records[0]["tensors"]:

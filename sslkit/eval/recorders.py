@@ -20,15 +20,15 @@ RECORDS_DIR = "records"
 
 
 class HeadRecorder(L.Callback):
-    """Every ``every_n_epochs`` epochs (and before the first and after the last) runs the loss
+    """Every ``every_n_epochs`` epochs (and before the first and after the last; 0: off) runs the loss
     head on the projections of one fixed batch of ``batch_size`` pretraining images (a seeded
     draw; the views come from a fixed augmentation seed) and saves every non-scalar tensor of
     its ``logs`` with the batch labels. The networks run in eval mode (BatchNorm running
     statistics are not touched) without gradient; only rank 0 records."""
 
-    def __init__(self, every_n_epochs: int = 1, batch_size: int = 256, seed: int = 0) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+    def __init__(self, every_n_epochs: int = 0, batch_size: int = 256, seed: int = 0) -> None:
+        if every_n_epochs < 0:
+            raise ValueError(f"every_n_epochs must be >= 0 (0: off), got {every_n_epochs}")
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2, got {batch_size}")
         self.every_n_epochs, self.batch_size, self.seed = every_n_epochs, batch_size, seed
@@ -55,20 +55,8 @@ class HeadRecorder(L.Callback):
         try:
             gen = torch.Generator(device=module.device).manual_seed(self.seed)
             views = module.augment(batch["image"], generator=gen)
-            _, z = module.embed_views(module.online, views)
-            if module.predictor is not None:
-                b, v, d = z.shape
-                z = module.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
-            extras: dict[str, Tensor] = {}
-            if "k" in module.requires or "queue" in module.requires:
-                extras["k"] = module.embed_views(module.key_net, views)[1]
-            if "queue" in module.requires:
-                extras["queue"] = module.queue.entries()
-            for name in ("labels", "prior"):
-                key = "label" if name == "labels" else name
-                if name in module.requires and key in batch:
-                    extras[name] = batch[key]
-            out = module.head(z, **{k: v for k, v in extras.items() if k in module.requires})
+            _, _, z, extras, _ = module.head_inputs(batch, views, gen, one_rank=True)
+            out = module.head(z, **extras)
         finally:
             module.train(was_training)
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in out.logs.items()
@@ -98,13 +86,13 @@ class HeadRecorder(L.Callback):
         return path
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.every_n_epochs:
             self.record(trainer, pl_module, trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
         last = trainer.max_epochs is not None and done >= trainer.max_epochs
-        if trainer.is_global_zero and (done % self.every_n_epochs == 0 or last):
+        if trainer.is_global_zero and self.every_n_epochs and (done % self.every_n_epochs == 0 or last):
             self.record(trainer, pl_module, done)
 
 

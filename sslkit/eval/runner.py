@@ -1,0 +1,168 @@
+"""Run the offline evaluators selected in ``cfg.eval`` on a trained module and write
+``<run_dir>/eval/NAME.json``; shared by the end of ``train.py`` and ``scripts/evaluate.py``."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sslkit.errors import ConfigError
+from sslkit.eval.context import EvalContext
+
+
+def eval_device(setting: str | None) -> torch.device:
+    """``auto`` (or null): the GPU when there is one, else the CPU; otherwise a torch device."""
+    if setting in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(setting)
+    except RuntimeError:
+        raise ConfigError(f"eval_device={setting!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"eval_device={setting} but no GPU is visible; use eval_device=auto or cpu")
+    return device
+
+
+def build_evaluators(cfg: DictConfig) -> dict:
+    """Instantiate every entry of ``cfg.eval`` that names a ``_target_`` (in config order)."""
+    from sslkit.run import instantiate
+
+    if "_group_" in cfg:
+        raise ConfigError(
+            "an evaluator config uses '# @package _group_.NAME', which Hydra 1.3 does not read; "
+            "start configs/eval/NAME.yaml with '# @package eval.NAME'"
+        )
+    selected = cfg.get("eval") or {}
+    return {name: instantiate(sub, f"eval.{name}") for name, sub in selected.items()
+            if isinstance(sub, Mapping) and "_target_" in sub}
+
+
+def jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return jsonable(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def run_evaluators(evaluators: dict, ctx: EvalContext, console=None) -> dict[str, dict]:
+    """Call each evaluator on ``ctx``; write ``<run_dir>/eval/NAME.json`` as each finishes
+    (with its ``seconds``) and return every result by name."""
+    out_dir = Path(ctx.run_dir) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, evaluator in evaluators.items():
+        started = time.perf_counter()
+        result = jsonable(evaluator(ctx))
+        result.setdefault("seconds", time.perf_counter() - started)
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        results[name] = result
+        if console is not None:
+            console.print(f"eval/{name}.json written ({result['seconds']:.1f} s)")
+    return results
+
+
+def summary_entries(results: dict[str, dict]) -> dict:
+    """What summary.json keeps of the evaluators: the headline accuracies under their historic
+    names, every other top-level number as ``eval/NAME/KEY``, and collapse warnings."""
+    out: dict = {}
+    if "top1" in results.get("linear", {}):
+        out["linear_probe_top1"] = results["linear"]["top1"]
+        if "top5" in results["linear"]:
+            out["linear_probe_top5"] = results["linear"]["top5"]
+    if "top1" in results.get("knn", {}):
+        out["knn_top1"] = results["knn"]["top1"]
+    for name, result in results.items():
+        for key, value in result.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"eval/{name}/{key}"] = value
+        if result.get("collapse_warning"):
+            out["collapse_warning"] = result["collapse_warning"]
+    return out
+
+
+def flatten(result: Mapping, prefix: str = "") -> list[tuple[str, object]]:
+    rows = []
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            rows += flatten(value, f"{name}.")
+        elif isinstance(value, list) and value and all(isinstance(v, (int, float)) or v is None for v in value):
+            rows.append((name, "[" + ", ".join("-" if v is None else f"{v:.3g}" for v in value) + "]"))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def results_table(results: dict[str, dict], title: str = "sslkit evaluation"):
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("evaluator")
+    table.add_column("metric")
+    table.add_column("value", overflow="fold")
+    for name, result in results.items():
+        for i, (key, value) in enumerate(flatten(result)):
+            text = f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
+            table.add_row(name if i == 0 else "", key, text)
+        table.add_section()
+    return table
+
+
+def evaluate_module(cfg: DictConfig, module, datamodule, run_dir: Path, seed: int,
+                    console=None, evaluators: dict | None = None) -> dict[str, dict]:
+    """Run ``evaluators`` (default: built from ``cfg.eval``) with ``module`` moved to
+    ``cfg.eval_device`` in eval mode, print the table; returns results by name (empty when no
+    evaluator is selected)."""
+    evaluators = build_evaluators(cfg) if evaluators is None else evaluators
+    if not evaluators:
+        return {}
+    device = eval_device(cfg.get("eval_device"))
+    module.to(device).eval()
+    ctx = EvalContext(module=module, datamodule=datamodule, run_dir=Path(run_dir), seed=seed)
+    results = run_evaluators(evaluators, ctx, console)
+    if console is not None:
+        console.print(results_table(results, f"sslkit evaluation: {run_dir}"))
+    return results
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run dir of a checkpoint: the folder holding ``checkpoints/``."""
+    checkpoint = Path(checkpoint).resolve()
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def load_for_evaluation(path: Path, overrides: dict | None = None):
+    """Vet an sslkit checkpoint and rebuild its module (weights loaded) and data module (set up)
+    from the config saved in it; ``overrides`` (dotted keys) adjust that config, e.g. a moved
+    ``data.root``. Raises a one-line CheckpointError/ConfigError on a bad checkpoint."""
+    from sslkit.checkpoint import load_checkpoint
+    from sslkit.run import build_datamodule, build_module, check_same_model
+
+    ckpt = load_checkpoint(path)
+    cfg = OmegaConf.create(ckpt["sslkit"].get("config") or {})
+    if "model" not in cfg or "data" not in cfg:
+        from sslkit.errors import CheckpointError
+
+        raise CheckpointError(f"checkpoint {path} refused: it holds no sslkit run config")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            OmegaConf.update(cfg, key, value, merge=False)
+    module = build_module(cfg)
+    check_same_model(Path(path), ckpt["state_dict"], module)
+    module.load_state_dict(ckpt["state_dict"])
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("validate")
+    return cfg, module, datamodule, ckpt

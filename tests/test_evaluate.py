@@ -1,0 +1,138 @@
+"""The evaluation entry points end to end on tiny synthetic runs: the evaluators at the end of
+train.py, scripts/evaluate.py (one checkpoint, eval=all, several seeds), refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+
+def run(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_every_eval_config_is_an_evaluator_at_its_own_key():
+    from sslkit.cli import choices, evaluators
+
+    for name in choices("eval"):
+        text = (ROOT / "configs" / "eval" / f"{name}.yaml").read_text()
+        assert text.splitlines()[0] == f"# @package eval.{name}", name
+    assert {"linear", "linear_sgd", "knn", "metrics", "longtail"} <= set(evaluators())
+
+
+def test_eval_all_expands_to_every_evaluator():
+    from sslkit.cli import evaluators, expand_eval_all
+
+    out = expand_eval_all(["experiment=smoke", "eval=all", "seed=1"])
+    assert out == ["experiment=smoke", f"eval=[{','.join(evaluators())}]", "seed=1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[Path]:
+    """Two smoke runs that differ only in their seed; the first also runs the metrics evaluator."""
+    dirs = []
+    for seed in (0, 1):
+        run_dir = tmp_path_factory.mktemp(f"seed{seed}")
+        extra = ["eval=[linear,knn,metrics]"] if seed == 0 else []
+        proc = run("train.py", "experiment=smoke", "threads=1", f"seed={seed}", *extra,
+                   f"hydra.run.dir={run_dir}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        dirs.append(run_dir)
+    return dirs
+
+
+@pytest.mark.slow
+def test_train_ends_with_the_evaluators(runs):
+    first, second = runs
+    summary = json.loads((first / "summary.json").read_text())
+    linear = json.loads((first / "eval" / "linear.json").read_text())
+    knn = json.loads((first / "eval" / "knn.json").read_text())
+    assert summary["linear_probe_top1"] == linear["top1"] and summary["knn_top1"] == knn["top1"] == knn["k200_top1"]
+    assert 0.5 < linear["top1"] <= 1 and len(linear["per_class_top1"]) == 4 and "k20_top1" in knn
+    assert summary["wall_seconds"] > 0 and "eval/metrics/num_samples" in summary
+    assert (first / "eval" / "metrics.json").exists()
+    # the default list: linear and kNN only
+    assert sorted(p.name for p in (second / "eval").iterdir()) == ["knn.json", "linear.json"]
+    # the online metrics monitor logged every metric
+    header = (first / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"metrics/encoder_rankme", "metrics/projector_uniformity", "metrics/encoder_std_ratio"} <= set(header)
+
+
+@pytest.mark.slow
+def test_evaluate_script_writes_eval_json_into_the_run_dir(runs, tmp_path):
+    first = runs[0]
+    before = json.loads((first / "eval" / "linear.json").read_text())
+    (first / "eval" / "linear.json").unlink()
+    ckpt = first / "checkpoints" / "last.ckpt"
+    proc = run("scripts/evaluate.py", f"checkpoint={ckpt}", "eval=[linear,knn,metrics]", "threads=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = json.loads((first / "eval" / "linear.json").read_text())
+    # the same checkpoint, seed and data: the same probe as at the end of training
+    assert after["top1"] == before["top1"] and after["l2"] == before["l2"]
+    assert "sslkit evaluation" in proc.stdout and "k200_top1" in proc.stdout
+    assert json.loads((first / "eval" / "metrics.json").read_text())["encoder"]["rankme"] >= 1
+    assert not (ROOT / ".hydra").exists() and not (ROOT / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_all_runs_every_evaluator(runs):
+    from sslkit.cli import evaluators
+
+    second = runs[1]
+    proc = run("scripts/evaluate.py", f"checkpoint={second / 'checkpoints' / 'last.ckpt'}", "eval=all",
+               "eval.linear_sgd.epochs=1", "eval.metrics.num_samples=64", "threads=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.stem for p in (second / "eval").glob("*.json")} == set(evaluators())
+    sgd = json.loads((second / "eval" / "linear_sgd.json").read_text())
+    assert 0 <= sgd["top1"] <= 1 and len(sgd["train_loss_per_epoch"]) == 1
+
+
+@pytest.mark.slow
+def test_evaluate_several_seeds_gives_mean_and_interval(runs, tmp_path):
+    out = tmp_path / "aggregate.json"
+    ckpts = ",".join(str(r / "checkpoints" / "last.ckpt") for r in runs)
+    proc = run("scripts/evaluate.py", f"checkpoint=[{ckpts}]", "eval=[knn]", f"aggregate_out={out}", "threads=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    groups = json.loads(out.read_text())
+    assert len(groups) == 1 and groups[0]["seeds"] == [0, 1] and groups[0]["n"] == 2
+    values = [json.loads((r / "eval" / "knn.json").read_text())["top1"] for r in runs]
+    stats = groups[0]["metrics"]["knn.top1"]
+    assert stats["mean"] == pytest.approx(sum(values) / 2)
+    # t(0.975, 1) = 12.7062: the half-width of a 2-run interval is 12.7062 * |a - b| / 2
+    assert stats["ci95"] == pytest.approx(12.7062 * abs(values[0] - values[1]) / 2, rel=1e-4)
+    assert "95% interval" in proc.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_missing_and_foreign_checkpoints(tmp_path):
+    msg = one_line_error(run("scripts/evaluate.py", f"checkpoint={tmp_path / 'nope.ckpt'}"))
+    assert "no such file" in msg
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    assert "not written by sslkit" in one_line_error(run("scripts/evaluate.py", f"checkpoint={foreign}"))
+    # checked before any import of torch: an unknown evaluator names the valid ones
+    msg = one_line_error(run("scripts/evaluate.py", f"checkpoint={foreign}", "eval=[knn,nope]"))
+    assert "unknown eval 'nope'" in msg and "linear_sgd" in msg
+
+
+@pytest.mark.slow
+def test_bad_evaluator_config_fails_before_training(tmp_path):
+    msg = one_line_error(run("train.py", "experiment=smoke", "eval.knn.summary_k=7", f"hydra.run.dir={tmp_path}"))
+    assert "summary_k=7" in msg and not (tmp_path / "checkpoints").exists()
