@@ -27,7 +27,7 @@ from sslkit.prior.features import FeaturePrior
 from sslkit.prior.labels import LabelPrior
 from sslkit.prior.vae import VAEPrior
 
-from conftest import make_fashion_mnist, make_image_folder
+from tests.conftest import ROOT, make_fashion_mnist, make_image_folder
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -75,7 +75,7 @@ def test_module_passes_any_required_batch_field():
 
     from sslkit.run import instantiate
 
-    with initialize_config_dir(config_dir=str(__import__("conftest").ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=smoke"])
     dm = synthetic()
     data = dm.split("pretrain")

@@ -3,6 +3,8 @@ filled with features of a chosen geometry."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -31,10 +33,11 @@ def context_with(smoke_parts, tmp_path, train, test, num_classes=None, seed=0) -
     """An EvalContext over the real smoke module and data whose probe/test features are
     ``train`` / ``test`` ((x, y) pairs) instead of extracted ones."""
     _, module, dm = smoke_parts
+    if num_classes is not None:
+        dm = copy.copy(dm)  # the session's data module stays as built for the other tests
+        dm.num_classes = num_classes
     ctx = EvalContext(module=module, datamodule=dm, run_dir=tmp_path, seed=seed)
     ctx._cache[dm.probe_split], ctx._cache[dm.test_split] = train, test
-    if num_classes is not None:
-        dm.num_classes = num_classes  # instance attribute: the class attribute is untouched
     return ctx
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import blobs, context_with
+from tests.eval.conftest import blobs, context_with
 from sslkit.eval.knn import KNNClassifier, knn_predict, knn_predict_many
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import blobs, context_with
+from tests.eval.conftest import blobs, context_with
 from sslkit.eval.linear import LinearProbe, fit_logistic, holdout_split
 
 

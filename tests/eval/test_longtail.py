@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import blobs, context_with
+from tests.eval.conftest import blobs, context_with
 from sslkit.data.longtail import class_counts, longtail_indices
 from sslkit.data.synthetic import Synthetic
 from sslkit.errors import ConfigError
