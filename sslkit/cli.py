@@ -1,4 +1,5 @@
-"""Command-line helpers: refuse unknown config choices in one line, print the run summary."""
+"""The ``train.py`` / ``sslkit-train`` command: refuse unknown config choices in one line, run,
+print the run summary."""
 
 from __future__ import annotations
 
@@ -6,7 +7,23 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+import hydra
+from omegaconf import DictConfig
+
+from sslkit.errors import ConfigError, UserError
+
+
+def config_dir() -> Path:
+    """The ``configs/`` folder: ``sslkit/configs`` in an installed package (the wheel maps the
+    checkout's root ``configs/`` there), else the checkout's ``configs/`` beside ``sslkit/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"sslkit configs not found in {here / 'configs'} or {here.parent / 'configs'}")
+
+
+CONFIG_DIR = config_dir()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -20,6 +37,13 @@ def choices(group: str) -> list[str]:
 
 
 def check_choices(argv: list[str]) -> None:
+    try:
+        choice_errors(argv)
+    except ConfigError as err:
+        fail(str(err))
+
+
+def choice_errors(argv: list[str]) -> None:
     """``group=value`` for a config group whose folder has no ``value.yaml`` -> one-line error
     listing the valid choices (Hydra's own message spans a screen). A multirun list
     (``loss=infonce,dcl``) is checked value by value; sweep functions (``choice(...)``,
@@ -37,7 +61,7 @@ def check_choices(argv: list[str]) -> None:
         for item in value.split(","):
             item = item.strip()
             if item not in valid and item != "null":
-                fail(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
+                raise ConfigError(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
 
 
 def check_composes(argv: list[str]) -> None:
@@ -55,13 +79,39 @@ def check_composes(argv: list[str]) -> None:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             compose("train", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        text = str(err)
-        if text.startswith("Could not override '"):
-            key = text.split("'")[1]
-            fail(f"unknown config key '{key}'; check the spelling (`python train.py --cfg job` "
-                 f"prints every key) or write +{key}=... to add a new one")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        fail("; ".join(lines[:3]) or type(err).__name__)
+        fail(describe_compose_error(err))
+
+
+def describe_compose_error(err: Exception) -> str:
+    text = str(err)
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        return (f"unknown config key '{key}'; check the spelling (`python train.py --cfg job` "
+                f"prints every key) or write +{key}=... to add a new one")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[:3]) or type(err).__name__
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    from sslkit.run import train  # heavy imports after Hydra has parsed the command line
+
+    try:
+        summary = train(cfg)
+    except UserError as err:
+        fail(str(err))
+    if summary:
+        print_summary(summary)
+        # what a sweeper optimises (hydra-optuna-sweeper): the summary key named by `objective`
+        return summary.get(cfg.get("objective") or "linear_probe_top1")
+    return None
+
+
+def main() -> None:
+    """``python train.py ARGS`` and the ``sslkit-train`` console script."""
+    check_choices(sys.argv[1:])
+    check_composes(sys.argv[1:])
+    hydra_main()
 
 
 def print_summary(summary: dict) -> None:

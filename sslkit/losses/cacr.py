@@ -88,6 +88,16 @@ class CACR(nn.Module):
     ``neg_w_entropy``/``neg_w_max`` (mean entropy and mean largest weight of the conditional
     distributions, per query); ``pos_sqdist``/``neg_sqdist`` (mean squared distance of positive
     pairs = the alignment metric, and of the negative pairs used).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import CACR
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = CACR()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()

@@ -39,6 +39,16 @@ class MoCo(nn.Module):
         momentum: EMA coefficient of the key encoder, used by the training module (0.999).
         queue_size: number of queued negative keys, used by the training module (65536).
         normalize: L2-normalise queries and keys (the official model does).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import MoCo
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = MoCo(queue_size=32)(z, k=torch.randn(8, 2, 16), queue=torch.randn(32, 16))
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"k", "queue"})
