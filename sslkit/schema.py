@@ -18,7 +18,7 @@ import types
 import typing
 from pathlib import Path
 
-from hydra.utils import get_object
+from hydra._internal.utils import _locate  # what instantiate uses; get_object also logs an error
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -162,7 +162,7 @@ def _parameters(target: str, path: str) -> tuple[dict[str, object], bool] | None
     """The keyword parameters ``target`` accepts with their type hints, and whether it also takes
     any other keyword (``**kwargs`` that reaches code outside sslkit)."""
     try:
-        obj = get_object(target)
+        obj = _locate(target)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's target
         raise ConfigError(f"{path}._target_={target!r} cannot be imported ({err})") from None
     params: dict[str, object] = {}
