@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,10 +37,12 @@ def compose(overrides: Sequence[str] = (), run_dir: str | Path | None = None) ->
             cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(describe_compose_error(err)) from None
-    run_dir = Path(run_dir if run_dir is not None else cfg.hydra.run.dir).absolute()
+    if run_dir is None:  # hydra.run.dir reads ${hydra:runtime.choices.loss}: register a copy first
+        HydraConfig.instance().set_config(copy.deepcopy(cfg))
+        run_dir = HydraConfig.get().run.dir
+    run_dir = Path(run_dir).absolute()
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.name = "train"
     HydraConfig.instance().set_config(cfg)
     choices = dict(OmegaConf.to_container(cfg.hydra.runtime.choices))
     with open_dict(cfg):

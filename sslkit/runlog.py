@@ -1,6 +1,6 @@
 """What a run tells its user: a plain-text log in the run dir (``train.log``) and, when stdout
-is not a terminal (a batch job, a pipe), one progress line per epoch instead of a progress bar
-that redraws itself into megabyte-long lines."""
+is not a terminal (a batch job, a pipe), plain progress lines instead of a progress bar that
+redraws itself into megabyte-long lines."""
 
 from __future__ import annotations
 
@@ -77,10 +77,12 @@ class RunLog(L.Callback):
 
 
 class LineProgress(ProgressBar):
-    """One line per epoch (and per validation) on stdout: for logs and batch jobs."""
+    """Plain lines on stdout, for logs and batch jobs: every ``refresh_rate`` training batches
+    ``epoch E/N batch b/B`` with the progress-bar metrics, and each epoch's metrics at its end."""
 
-    def __init__(self) -> None:
+    def __init__(self, refresh_rate: int = 10) -> None:
         super().__init__()
+        self.refresh_rate = refresh_rate
         self._enabled = True
         self._started = 0.0
 
@@ -93,12 +95,28 @@ class LineProgress(ProgressBar):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        done = batch_idx + 1
+        if not (self._enabled and trainer.is_global_zero and self.refresh_rate):
+            return
+        if done % self.refresh_rate and done != self.total_train_batches:
+            return
+        shown = []
+        for name, value in self.get_metrics(trainer, pl_module).items():
+            try:
+                shown.append(f"{name}={float(value):.4g}")
+            except (TypeError, ValueError):
+                continue
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} batch {done}/"
+              f"{self.total_train_batches} {' '.join(shown)}", flush=True)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._enabled and trainer.is_global_zero:
-            print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {trainer.global_step} "
-                  f"{time.perf_counter() - self._started:.1f} s  {_metrics_line(trainer)}", flush=True)
+            print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done, step "
+                  f"{trainer.global_step}, {time.perf_counter() - self._started:.1f} s: "
+                  f"{_metrics_line(trainer)}", flush=True)
 
 
 def progress_bar(refresh_rate: int) -> ProgressBar:
-    """A tqdm bar on a terminal, else a line per epoch."""
-    return TQDMProgressBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else LineProgress()
+    """A tqdm bar on a terminal, else plain lines."""
+    return TQDMProgressBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else LineProgress(refresh_rate)

@@ -107,8 +107,12 @@ def test_run_logs_config_text_log_and_plain_progress(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # stdout is a pipe here: one line per epoch, no redrawn progress bar
     assert "\r" not in proc.stdout and "\r" not in proc.stderr
-    epochs = [ln for ln in proc.stdout.splitlines() if ln.startswith("epoch ")]
-    assert [ln.split()[1] for ln in epochs] == ["1/2", "2/2"] and "train/loss=" in epochs[0]
+    lines = proc.stdout.splitlines()
+    # smoke: progress_bar_refresh_rate=1, 8 batches an epoch
+    assert [ln.split()[3] for ln in lines if " batch " in ln][:9] == [f"{b}/8" for b in range(1, 9)] + ["1/8"]
+    epochs = [ln for ln in lines if " done, step " in ln]
+    assert [ln.split()[1] for ln in epochs] == ["1/2", "2/2"] and "val/knn_top1=" in epochs[0]
+    assert max(len(ln) for ln in lines) < 1000
     hparams = OmegaConf.load(tmp_path / "hparams.yaml")  # CSVLogger's copy of the resolved config
     assert hparams.loss._target_.endswith("CACR") and hparams.data.batch_size == 64
     log = (tmp_path / "train.log").read_text()
