@@ -283,8 +283,8 @@ def test_train_py_ddp_on_cpu(tmp_path):
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/knn_top1", "val/online_probe_top1", "train/online_probe_loss"} <= set(header)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "checkpoints", "metrics.csv",
-                                                          "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "checkpoints", "hparams.yaml",
+                                                          "metrics.csv", "summary.json", "train.log"]
 
 
 if __name__ == "__main__":
