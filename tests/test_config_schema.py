@@ -16,15 +16,17 @@ from sslkit.errors import ConfigError, DataError
 from sslkit.schema import validate
 from tests.conftest import make_image_folder
 
-GROUPS = ("data", "augment", "encoder", "loss", "optim", "trainer", "logger", "eval", "experiment")
-# every option of every group: a new config file is checked as soon as it exists
+# every option of every group (sweeps and Hydra's own aside): a new config file is checked as
+# soon as it exists
+GROUPS = sorted(p.name for p in config_dir().iterdir() if p.is_dir() and p.name not in ("hydra", "sweep"))
 OPTIONS = [f"{g}={p.stem}" for g in GROUPS for p in sorted((config_dir() / g).glob("*.yaml"))]
-NEEDS = {"data=imagefolder": ["data.root=/nowhere"]}
 
 
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_shipped_option_passes_its_schema(option, tmp_path):
-    cfg, _, _ = sslkit.compose([option, *NEEDS.get(option, [])], run_dir=tmp_path)
+    # image-folder datasets have no default root (???): any path composes, nothing is read
+    extra = ["data.root=/nowhere"] if option.startswith("data=") else []
+    cfg, _, _ = sslkit.compose([option, *extra], run_dir=tmp_path)
     validate(cfg)
 
 

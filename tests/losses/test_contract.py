@@ -6,12 +6,14 @@ as soon as it exists; its maths against a plain reference goes in tests/losses/t
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
+import sslkit
 from sslkit.cli import config_dir
 from tests.losses.conftest import F64, orthogonal, rand
 
@@ -24,17 +26,28 @@ SURROGATE_GRADIENT = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def loss_config(name: str):
+    """``configs/loss/NAME.yaml`` composed as ``loss=NAME`` (its defaults list applied)."""
+    return sslkit.compose([f"loss={name}"], run_dir="/nowhere")[0].loss
+
+
 def build(name: str) -> torch.nn.Module:
-    return instantiate(OmegaConf.load(config_dir() / "loss" / f"{name}.yaml"))
+    return instantiate(loss_config(name))
 
 
 def inputs(head, b: int, v: int, d: int, seed: int = 0, dtype=F64) -> tuple[torch.Tensor, dict]:
-    """``z [B, V, D]`` and the extras the head declares."""
-    z = rand(b, v, d, seed=seed, dtype=dtype)
+    """``z`` (the head's query views of ``[B, V, D]`` projections) and the extras it declares,
+    as the training module passes them (keys: the head's key views)."""
+    z_all = rand(b, v, d, seed=seed, dtype=dtype)
+    z = z_all[:, getattr(head, "query_views", slice(None))].contiguous()
     extras: dict[str, torch.Tensor] = {}
     for name in sorted(getattr(head, "requires", frozenset())):
         if name == "k":
-            extras["k"] = z.detach() + 0.3 * rand(b, v, d, seed=seed + 100, dtype=dtype)
+            k = z_all.detach() + 0.3 * rand(b, v, d, seed=seed + 100, dtype=dtype)
+            extras["k"] = k[:, getattr(head, "key_views", slice(None))].contiguous()
+        elif name == "domains":
+            extras["domains"] = torch.arange(b) % 2
         elif name == "queue":
             extras["queue"] = F.normalize(rand(QUEUE, d, seed=seed + 200, dtype=dtype), dim=-1)
         elif name == "labels":
@@ -73,7 +86,7 @@ def test_instance_permutation_and_rotation_invariance(name):
     z, extras = inputs(head, 6, 2, 5, seed=2)
     loss = head(z, **extras).loss
     perm = torch.randperm(6, generator=torch.Generator().manual_seed(0))
-    per_instance = {"k", "labels", "prior"}
+    per_instance = {"k", "labels", "prior", "domains"}
     permuted = {n: (t[perm] if n in per_instance else t) for n, t in extras.items()}
     torch.testing.assert_close(head(z[perm], **permuted).loss, loss, rtol=1e-9, atol=1e-10)
     rot = orthogonal(5, seed=3)
