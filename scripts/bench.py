@@ -18,6 +18,15 @@ Sections (``--only``):
   the heads that need them.
 * ``precision``: train-step images/s of the default model in fp32 (NCHW), fp32 channels_last
   (the default config), bf16 autocast, and torch.compile of the encoder.
+* ``views``: train-step images/s of the real module (Lightning Trainer, bare) with the MoCo
+  heads, computing only the views each head reads (``query_views`` / ``key_views``) against
+  computing every view with both encoders (what the module did before heads declared their
+  views); also the encoder rows per step of each, counted.
+* ``attack``: images/s of torchattacks' PGD-20 (l-inf 8/255, step 2/255, random start; what
+  ``eval=robust`` runs) against a plain hand-written PGD loop of the same forward/backward passes,
+  on the default encoder + a linear head in eval mode (target: ratio >= 0.9).
+* ``adversarial``: a training step with PGD views (``adversarial=pgd``) against a clean step,
+  and the attack against a plain loop of the same passes (scripts/bench_adversarial.py).
 
 Every figure is a ratio or a throughput measured in this run, repeated (variants interleaved,
 order rotated each repeat); min and median are reported, with torch threads, CPU count and
@@ -49,7 +58,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("trainer", "augment", "heads", "precision")
+SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack", "adversarial")
 BATCH = 512  # Fashion-MNIST default batch (configs/data/fashion_mnist.yaml)
 HEAD_DIM, HEAD_VIEWS, QUEUE = 128, 2, 4096
 
@@ -472,10 +481,16 @@ def head_variants() -> list[tuple[str, dict]]:
     """(name, config) of each head in configs/loss/, plus dunif with a prior kernel."""
     import yaml
 
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
     out = []
     paths = sorted((ROOT / "configs" / "loss").glob("*.yaml"), key=lambda p: (p.stem != "infonce", p.stem))
-    for path in paths:
-        out.append((path.stem, yaml.safe_load(path.read_text())))
+    # composed by Hydra: a head's file may inherit another's (cct.yaml takes cacr.yaml)
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        for path in paths:
+            loss = compose("train", overrides=[f"loss={path.stem}"]).loss
+            out.append((path.stem, OmegaConf.to_container(loss, resolve=True)))
     dunif = dict(yaml.safe_load((ROOT / "configs" / "loss" / "dunif.yaml").read_text()))
     dunif.update(kernel="rbf", sigma=1.0)
     out.append(("dunif+rbf_prior", dunif))
@@ -488,8 +503,9 @@ def head_extras(head, batch: int, device: torch.device, gen: torch.Generator) ->
     extras, notes = {}, []
     needs = set(getattr(head, "requires", ()))
     if "k" in needs or "queue" in needs:
-        extras["k"] = torch.randn(batch, HEAD_VIEWS, HEAD_DIM, generator=gen).to(device)
-        notes.append(f"k [{batch},{HEAD_VIEWS},{HEAD_DIM}]")
+        k = torch.randn(batch, HEAD_VIEWS, HEAD_DIM, generator=gen)[:, getattr(head, "key_views", slice(None))]
+        extras["k"] = k.to(device)
+        notes.append(f"k [{batch},{k.shape[1]},{HEAD_DIM}]")
     if "queue" in needs:
         extras["queue"] = F.normalize(torch.randn(QUEUE, HEAD_DIM, generator=gen), dim=-1).to(device)
         notes.append(f"queue {QUEUE}")
@@ -520,7 +536,7 @@ def section_heads(args, device) -> dict:
                        extras=note or None)
 
             def run(head=head, extras=extras) -> float:
-                z = z0.clone().requires_grad_(True)
+                z = z0[:, getattr(head, "query_views", slice(None))].clone().requires_grad_(True)
                 sync()
                 t0 = time.perf_counter()
                 head(z, **extras).loss.backward()
@@ -634,6 +650,179 @@ def section_precision(args, device) -> dict:
     }
 
 
+# -- section: views each head computes ----------------------------------------------------------
+class AllViewsHead(torch.nn.Module):
+    """The head as the module used it before heads declared their views: z and k of every view,
+    the head's own views picked out afterwards."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = head
+        self.requires, self.uses_predictor = head.requires, head.uses_predictor
+        self.q = getattr(head, "query_views", slice(None))
+        self.k = getattr(head, "key_views", slice(None))
+
+    def forward(self, z, k=None, **extras):
+        return self.inner(z[:, self.q], k=None if k is None else k[:, self.k], **extras)
+
+    def enqueue(self, k):
+        return self.inner.enqueue(k[:, self.k])
+
+
+def section_views(args, device) -> dict:
+    import lightning as L
+
+    from sslkit.run import quiet_lightning
+
+    quiet_lightning()
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*`max_epochs` was not set.*")
+    steps, warmup = args.steps, args.warmup_steps
+    sync = synchronizer(device)
+    tmp = Path(tempfile.mkdtemp(prefix="sslkit-bench-views-"))
+    variants = [("moco", ["loss=moco"])]
+    if not args.quick:
+        variants.append(("cacr_mocov3, 2 global + 4 local crops",
+                         ["loss=cacr_mocov3", "augment.local_views=4"]))
+    rows = []
+
+    def fit(cfg, dm, all_views: bool, counts: dict) -> Callable[[], list[float]]:
+        def run() -> list[float]:
+            module = build_module(cfg, device)
+            if all_views:
+                every = list(range(module.augment.num_views))
+                module.views.query = every
+                if module.key_net is not None:
+                    module.views.key = every
+                module.head = AllViewsHead(module.head)
+            rows_seen = {"online": 0, "key": 0}
+            for name, net in (("online", module.online.encoder),
+                              ("key", module.key_net.net.encoder if module.key_net is not None else None)):
+                if net is not None:
+                    net.register_forward_pre_hook(
+                        lambda _m, a, name=name: rows_seen.__setitem__(name, rows_seen[name] + a[0].shape[0]))
+            times, last = [], [None]
+
+            class StepTimer(L.Callback):
+                def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx) -> None:
+                    sync()
+                    now = time.perf_counter()
+                    if batch_idx >= warmup:
+                        times.append(now - last[0])
+                    last[0] = now
+
+            trainer = L.Trainer(
+                accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                precision=cfg.trainer.precision, max_steps=steps, max_epochs=-1,
+                limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, callbacks=[StepTimer()], use_distributed_sampler=False,
+                default_root_dir=str(Path(tempfile.mkdtemp(dir=tmp))),
+            )
+            sink = io.StringIO()
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                trainer.fit(module, datamodule=dm)
+            counts.update({k: v // steps for k, v in rows_seen.items()})
+            return times
+
+        return run
+
+    try:
+        for head, overrides in variants:
+            cfg = load_config(device, overrides)
+            dm, data_desc = build_data(cfg)
+            batch = int(cfg.data.batch_size)
+            after_counts, before_counts = {}, {}
+            after = Series(f"{head}: query/key views only", batch, head=head)
+            before = Series(f"{head}: every view, both encoders (before)", batch, head=head)
+            interleave([before, after], [fit(cfg, dm, True, before_counts), fit(cfg, dm, False, after_counts)],
+                       args.repeats)
+            row_b, row_a = before.record(), after.record(before, "ratio_to_all_views")
+            row_b["encoder_rows_per_step"], row_a["encoder_rows_per_step"] = before_counts, after_counts
+            if before_counts and after_counts:
+                row_a["encoder_rows_ratio"] = {k: after_counts[k] / before_counts[k]
+                                               for k in before_counts if before_counts[k]}
+            rows += [row_b, row_a]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "title": "views each head computes: train-step images/s of the real module, only the views "
+                 "the head reads vs every view through both encoders",
+        "settings": {"data": data_desc, "batch": batch, "steps_per_fit": steps,
+                     "timed_steps_per_fit": steps - warmup, "heads": [v[0] for v in variants], "device": str(device),
+                     "note": "ratio_to_all_views > 1: faster than computing every view; "
+                             "encoder_rows_per_step counts the rows each encoder's forward sees (the online "
+                             "encoder's also run backward); moco: query view 0, keys of view 1; "
+                             "cacr_mocov3: every view a query, keys of the n_global global crops"},
+        "rows": rows,
+    }
+
+
+# -- section: adversarial attack, torchattacks vs a plain loop ----------------------------------
+ATTACK_BATCH, ATTACK_STEPS = 256, 20
+
+
+def plain_pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+              steps: int) -> torch.Tensor:
+    """l-inf PGD with random start as a bare loop: the reference for torchattacks.PGD."""
+    import torch.nn.functional as F
+
+    adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
+        adv = torch.minimum(torch.maximum(adv.detach() + alpha * grad.sign(), x - eps), x + eps)
+        adv = adv.clamp(0, 1)
+    return adv
+
+
+def section_attack(args, device) -> dict:
+    import torchattacks
+
+    from sslkit.eval.robust import ImageClassifier, LinearHead
+
+    cfg = load_config(device)
+    dm, data_desc = build_data(cfg)
+    batch = 64 if args.quick else ATTACK_BATCH
+    steps = 2 if args.quick else ATTACK_STEPS
+    data = dm.split(dm.test_split)
+    x = (data.images[:batch].float() / 255).to(device)
+    y = data.labels[:batch].to(device)
+    module = build_module(cfg, device).eval()
+    with torch.no_grad():
+        feats = module.features(data.images[:batch].to(device))
+    head = LinearHead(feats.mean(0), feats.std(0), dm.num_classes).to(device)
+    model = ImageClassifier(module.augment.eval_transform, module.online.encoder, head,
+                            cfg.model.channels_last).eval()
+    eps, alpha = 8 / 255, 2 / 255
+    library = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    sync = synchronizer(device)
+
+    def timed(fn) -> Callable[[], float]:
+        def run() -> float:
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            return time.perf_counter() - t0
+        return run
+
+    runners = [timed(lambda: library(x, y)), timed(lambda: plain_pgd(model, x, y, eps, alpha, steps))]
+    for run in runners:
+        run()  # warm-up
+    series = [Series("torchattacks.PGD", batch), Series("plain PGD loop", batch)]
+    interleave(series, runners, max(args.repeats, 3))
+    rows = [series[0].record(series[1], "ratio_to_plain"), series[1].record()]
+    return {
+        "title": f"attack: PGD-{steps} images/s, torchattacks vs a plain loop (default encoder + "
+                 "linear head, eval mode)",
+        "settings": {"data": data_desc, "batch": batch, "steps": steps, "eps": eps, "alpha": alpha,
+                     "device": str(device), "encoder": cfg.encoder._target_,
+                     "note": "same forward/backward passes; ratio_to_plain >= 0.9 is the target"},
+        "rows": rows,
+    }
+
+
 # -- report ------------------------------------------------------------------------------------
 def fmt_rate(x) -> str:
     if x is None:
@@ -675,7 +864,8 @@ def print_tables(results: dict) -> None:
                 table.add_row(*cells)
         else:
             ratio_key = {"trainer": "ratio_to_plain", "augment": "ratio_to_batched",
-                         "precision": "ratio_to_fp32"}[key]
+                         "precision": "ratio_to_fp32", "views": "ratio_to_all_views",
+                         "attack": "ratio_to_plain", "adversarial": "ratio"}[key]
             table.add_column("benchmark")
             table.add_column("img/s median", justify="right")
             table.add_column("img/s best", justify="right")
@@ -753,11 +943,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sections": {},
     }
-    if {"trainer", "augment", "precision"} & set(only):
+    if {"trainer", "augment", "precision", "views"} & set(only):
         print("[bench] warming up ...", file=sys.stderr, flush=True)
         results["machine"]["warmup_step_seconds"] = warm_process(device, args.warm_steps)
+    from bench_adversarial import section_adversarial
+
     runners = {"trainer": section_trainer, "augment": section_augment, "heads": section_heads,
-               "precision": section_precision}
+               "precision": section_precision, "views": section_views,
+               "attack": section_attack, "adversarial": section_adversarial}
     for name in SECTIONS:
         if name not in only:
             continue

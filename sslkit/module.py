@@ -1,14 +1,16 @@
 """The Lightning module: augment -> encoder -> projector -> (gather) -> loss head.
 
 It composes the parts given to it and adds only what the head declares it needs
-(``head.requires``): momentum keys ``k``, a key ``queue``, ``labels``, ``prior``; and a predictor
-when ``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
+(``head.requires``): momentum keys ``k`` and a key ``queue`` from its parts, any other name from
+the batch field of that name (:mod:`sslkit.data.fields`); and a predictor when
+``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
 by ``training_step`` / ``validation_step``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -16,15 +18,20 @@ import torch
 from torch import Tensor, nn
 
 from sslkit.augment.pipeline import ViewAugment
+from sslkit.data.fields import MODULE_PARTS, batch_field
 from sslkit.distributed import gather_no_grad, gather_with_grad
 from sslkit.encoders.projector import MLP
 from sslkit.optim import build_optimizer, warmup_cosine
 from sslkit.errors import ConfigError
-from sslkit.parts.guard import NonFiniteGuard, all_finite
+from sslkit.parts.guard import NonFiniteGuard, all_finite, scaler_backs_off
 from sslkit.parts.momentum import MomentumCopy
 from sslkit.parts.queue import KeyQueue
+from sslkit.parts.shuffle_bn import ShuffleBN
+from sslkit.parts.views import ViewPlan
 
 FORMAT_VERSION = 1
+# global: the head sees the batch gathered from every rank; local: each rank's own batch
+LOSS_SCOPES = ("global", "local")
 
 
 class Backbone(nn.Module):
@@ -56,9 +63,17 @@ class ContrastiveModule(L.LightningModule):
         compile_encoder: bool = False,
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
+        shuffle_bn_groups: int = 8,
+        adversarial: Callable[..., nn.Module] | None = None,
+        loss_scope: str = "global",
         config: dict | None = None,
     ) -> None:
         super().__init__()
+        if loss_scope not in LOSS_SCOPES:
+            raise ConfigError(
+                f"model.loss_scope={loss_scope!r}: valid choices are {', '.join(LOSS_SCOPES)}"
+            )
+        self.loss_scope = loss_scope
         self.online = Backbone(encoder, projector(encoder.num_features))
         self.head, self.augment = head, augment
         self.requires = frozenset(getattr(head, "requires", frozenset()))
@@ -72,6 +87,12 @@ class ContrastiveModule(L.LightningModule):
         if "k" in self.requires or "queue" in self.requires:
             self.key_net = MomentumCopy(self.online, head.momentum, momentum_schedule)
         self.queue = KeyQueue(head.queue_size, proj_dim) if "queue" in self.requires else None
+        self.views = ViewPlan(head, augment.num_views, augment.views)
+        use_shuffle = self.key_net is not None and getattr(head, "shuffle_bn", False)
+        self.shuffle_bn = ShuffleBN(shuffle_bn_groups) if use_shuffle else None
+        # robust pretraining (adversarial views, divergence, SAM): sslkit/robust/objective.py
+        self.robust = (adversarial(online=self.online, feature_dim=encoder.num_features,
+                                   proj_dim=proj_dim) if adversarial is not None else None)
         self.optimizer_factory = optimizer
         self.weight_decay, self.warmup_epochs = weight_decay, warmup_epochs
         self.final_lr_ratio = final_lr_ratio
@@ -89,19 +110,26 @@ class ContrastiveModule(L.LightningModule):
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def embed_views(self, net: nn.Module, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def embed_views(self, net: nn.Module, views: list[Tensor], run: Callable | None = None
+                    ) -> tuple[Tensor, Tensor]:
         """Run views of equal size as one batch (shared BatchNorm statistics, like SimCLR's
-        concatenated batch); returns features and projections as ``[B, V, *]``."""
+        concatenated batch), through ``run`` if given (shuffle BN); returns features and
+        projections as ``[B, V, *]``."""
         feats: list[Tensor | None] = [None] * len(views)
         projs: list[Tensor | None] = [None] * len(views)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, v in enumerate(views):
             by_size.setdefault(tuple(v.shape[1:]), []).append(i)
         for idx in by_size.values():
-            h, z = net(self._layout(torch.cat([views[i] for i in idx])))
+            h, z = (run or net)(self._layout(torch.cat([views[i] for i in idx])))
             for j, (hj, zj) in enumerate(zip(h.chunk(len(idx)), z.chunk(len(idx)))):
                 feats[idx[j]], projs[idx[j]] = hj, zj
         return torch.stack(feats, 1), torch.stack(projs, 1)
+
+    def head_input(self, z: Tensor) -> Tensor:
+        """What the head sees of this rank's projections: the global batch gathered from every
+        rank (with gradient), or with ``loss_scope=local`` this rank's own batch."""
+        return z if self.loss_scope == "local" else gather_with_grad(z)
 
     @torch.no_grad()
     def features(self, images: Tensor) -> Tensor:
@@ -124,31 +152,35 @@ class ContrastiveModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         image = batch["image"]
-        views = self.augment(image, generator=self.augment_generator(image.device, batch_idx))
-        h, z = self.embed_views(self.online, views)
+        gen = self.augment_generator(image.device, batch_idx)
+        views = self.augment(image, generator=gen)
+        queries = self.views.pick(views, self.views.query)
+        h, z = self.embed_views(self.online, queries)
         if self.predictor is not None:
             b, v, d = z.shape
             z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
         extras: dict[str, Tensor] = {}
+        local = self.loss_scope == "local"
         keys = None
         if self.key_net is not None:
             with torch.no_grad():
-                _, keys = self.embed_views(self.key_net, views)
-            keys = gather_no_grad(keys)
+                run = partial(self.shuffle_bn, self.key_net, generator=gen) if self.shuffle_bn else None
+                _, own_keys = self.embed_views(self.key_net, self.views.pick(views, self.views.key), run)
+            keys = gather_no_grad(own_keys)  # the queue takes every rank's keys in either scope
             if "k" in self.requires:
-                extras["k"] = keys
+                extras["k"] = own_keys if local else keys
         if self.queue is not None:
             extras["queue"] = self.queue.entries()
-        if "labels" in self.requires:
-            extras["labels"] = gather_no_grad(batch["label"])
-        if "prior" in self.requires:
-            if "prior" not in batch:
-                raise ConfigError(
-                    f"loss {type(self.head).__name__} needs prior features and data "
-                    f"{type(self.trainer.datamodule).__name__} provides none; use loss.kernel=null"
-                )
-            extras["prior"] = gather_no_grad(batch["prior"])
-        out = self.head(gather_with_grad(z), **extras)
+        for name in sorted(self.requires - MODULE_PARTS):
+            field = batch_field(name)
+            if field not in batch:
+                raise ConfigError(f"loss {type(self.head).__name__} needs `{name}` and the batch "
+                                  f"has no `{field}` field")
+            extras[name] = batch[field] if local else gather_no_grad(batch[field])
+        if self.robust is None:
+            out = self.head(self.head_input(z), **extras)
+        else:  # clean + adversarial + divergence terms: sslkit/robust/objective.py
+            out = self.robust(self, queries, h, z, extras, generator=self._augment_gen)
         if not torch.isfinite(out.loss.detach()):
             terms = {"loss": out.loss, **out.logs}
             if self.guard.should_skip("loss", self._where(), terms, self._last_checkpoint()):
@@ -166,7 +198,7 @@ class ContrastiveModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
-        if not all_finite(grads):
+        if not all_finite(grads) and not scaler_backs_off(self.trainer):
             if self.guard.should_skip("gradient", self._where(), {}, self._last_checkpoint()):
                 optimizer.zero_grad(set_to_none=True)  # parameters without .grad are not updated
                 self.log("train/skipped_steps", float(self.guard.skipped))
@@ -191,6 +223,7 @@ class ContrastiveModule(L.LightningModule):
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         modules = [self.online] + ([self.predictor] if self.predictor is not None else [])
+        modules += [self.robust] if self.robust is not None else []
         opt = build_optimizer(self.optimizer_factory, modules, self.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
@@ -207,8 +240,12 @@ class ContrastiveModule(L.LightningModule):
             "config": self.config,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.robust is not None:
+            checkpoint["sslkit"]["robust"] = self.robust.checkpoint_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get("sslkit", {})
         if "torch_rng" in meta:
             torch.set_rng_state(meta["torch_rng"])
+        if self.robust is not None and "robust" in meta:
+            self.robust.load_checkpoint_state(meta["robust"])

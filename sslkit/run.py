@@ -19,11 +19,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sslkit.checkpoint import last_checkpoint, load_checkpoint
+from sslkit.data.fields import check_head_inputs
 from sslkit.errors import CheckpointError, ConfigError, UserError
 from sslkit.eval.features import extract
 from sslkit.eval.knn import knn_top1
 from sslkit.eval.linear_probe import fit_linear_probe
+from sslkit.parts.queue import check_queue_fits
 from sslkit.preemption import Preemption
+from sslkit.prior.base import absolute_paths, setup_prior
 from sslkit.runlog import RunLog, progress_bar
 from sslkit.schema import validate
 from sslkit.throughput import Throughput
@@ -100,7 +103,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 # config sections whose change alters what a run means; anything else (max_epochs, loggers,
 # evaluation, paths, worker counts) may differ on resume
 MEANING_KEYS = ("loss", "encoder", "augment", "model", "optim", "seed", "data._target_",
-                "data.batch_size", "data.imbalance_ratio", "data.train_split")
+                "data.batch_size", "data.imbalance_ratio", "data.train_split", "prior",
+                "data.domain_shift")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -146,6 +150,7 @@ def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
             f"data.batch_size={dm.batch_size} exceeds the {n} pretraining images of {dm.name}; "
             "lower data.batch_size"
         )
+    check_queue_fits(cfg.loss.get("queue_size"), n, dm.name)
     aug = cfg.augment
     for key in ("crop_size", "local_crop_size"):
         size = aug.get(key)
@@ -247,6 +252,10 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
     dm.setup("fit")  # missing or broken data fails here, before anything is written
     check_sizes(cfg, dm)
     module = build_module(cfg)
+    # the head's inputs beyond z: a prior attached to the data, every field present
+    prior = instantiate(absolute_paths(cfg.prior), "prior") if cfg.get("prior") else None
+    setup_prior(prior, dm, module.head)
+    check_head_inputs(module.head, dm)
     if resume is not None:
         check_same_model(ckpt, resume[1]["state_dict"], module)
         del resume  # Lightning loads the file again itself; do not hold a second copy

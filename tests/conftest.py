@@ -1,4 +1,5 @@
-"""Tiny datasets written in the real on-disk formats, in a temp dir."""
+"""Shared test helpers: tiny datasets written in the real on-disk formats (in a temp dir), and
+float64 inputs and reference comparisons for the loss-head tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,3 +78,104 @@ def make_image_folder(root: Path, classes=("cat", "dog", "eel"), per_class: int 
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+def make_svhn(root: Path, n: int = 20, splits=("train", "test")) -> Path:
+    """torchvision's SVHN files: MATLAB v5 ``X`` [32, 32, 3, N] uint8, ``y`` [N, 1] in 1..10."""
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.uint8).reshape(-1, 1)
+        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": x, "y": y})
+    return root
+
+
+def make_cub(root: Path, classes: int = 3, per_class: int = 4, size=(40, 30)) -> Path:
+    """CUB_200_2011/ index files, images and attributes/image_attribute_labels.txt (312 per
+    image, is_present = (image id * attribute id) % 3 == 0); every other image is a test one."""
+    rng = np.random.default_rng(0)
+    d = root / "CUB_200_2011"
+    (d / "attributes").mkdir(parents=True, exist_ok=True)
+    images, labels, split, attrs = [], [], [], []
+    for c in range(classes):
+        folder = f"{c + 1:03d}.Bird_{c}"
+        (d / "images" / folder).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            i = len(images) + 1
+            rel = f"{folder}/Bird_{c}_{k}.jpg"
+            Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(d / "images" / rel)
+            images.append(f"{i} {rel}")
+            labels.append(f"{i} {c + 1}")
+            split.append(f"{i} {int(i % 2 == 1)}")
+            # the real file's fields: image id, attribute id, is_present, certainty id, time
+            attrs += [f"{i} {a} {int(i * a % 3 == 0)} 3 {rng.uniform(1, 20):.3f}" for a in range(1, 313)]
+    for name, rows in (("images.txt", images), ("image_class_labels.txt", labels),
+                       ("train_test_split.txt", split), ("attributes/image_attribute_labels.txt", attrs)):
+        (d / name).write_text("\n".join(rows) + "\n")
+    return root
+
+
+UTZAPPOS_SUBCATEGORIES = ("Ankle", "Oxfords", "Sneakers and Athletic Shoes")
+
+
+def make_utzappos(root: Path, per_class: int = 4, size=(34, 26)) -> Path:
+    """ut-zap50k-images/<Category>/<SubCategory>/<Brand>/<CID with '.'>.jpg, ut-zap50k-data/
+    meta-data.csv and meta_data_bin_train.csv (path + 126 attr_val columns) listing the even
+    images (the training split); attribute k of image i is (i + k) % 2."""
+    rng = np.random.default_rng(0)
+    meta = ["CID,Category,SubCategory,HeelHeight,Insole,Closure,Gender,Material,ToeStyle"]
+    train = ["path," + ",".join(f"attr_val_{k}" for k in range(126))]
+    i = 0
+    for sub in UTZAPPOS_SUBCATEGORIES:
+        for _ in range(per_class):
+            cid = f"{7000 + i}-{i % 7}"
+            rel = Path("ut-zap50k-images") / "Shoes" / sub / "Brand" / f"{cid.replace('-', '.')}.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(root / rel)
+            meta.append(f'{cid},Shoes,"{sub}",,,,Men,,')
+            if i % 2 == 0:
+                train.append(f"{rel}," + ",".join(str((i + k) % 2) for k in range(126)))
+            i += 1
+    (root / "ut-zap50k-data").mkdir(parents=True, exist_ok=True)
+    (root / "ut-zap50k-data" / "meta-data.csv").write_text("\n".join(meta) + "\n")
+    (root / "meta_data_bin_train.csv").write_text("\n".join(train) + "\n")
+    return root
+
+
+# -- loss heads ----------------------------------------------------------------------------------
+F64 = torch.float64
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm()
+
+
+def rand(*shape: int, seed: int = 0, scale: float = 1.5, dtype=F64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype) * scale
+
+
+def rand_z(b: int = 5, v: int = 2, d: int = 4, seed: int = 0, scale: float = 1.5) -> torch.Tensor:
+    return rand(b, v, d, seed=seed, scale=scale)
+
+
+def orthogonal(d: int, seed: int = 0, dtype=F64) -> torch.Tensor:
+    q, _ = torch.linalg.qr(rand(d, d, seed=seed, scale=1.0, dtype=dtype))
+    return q
+
+
+def loss_and_grad(fn, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    z = z.detach().clone().requires_grad_()
+    loss = fn(z)
+    (grad,) = torch.autograd.grad(loss, z)
+    return loss.detach(), grad
+
+
+def assert_matches(head_fn, ref_fn, z: torch.Tensor, tol: float = 1e-10) -> None:
+    l1, g1 = loss_and_grad(head_fn, z)
+    l2, g2 = loss_and_grad(ref_fn, z)
+    assert torch.allclose(l1, l2, atol=tol, rtol=0), (l1.item(), l2.item())
+    assert torch.allclose(g1, g2, atol=tol, rtol=0), (g1 - g2).abs().max().item()

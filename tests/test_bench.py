@@ -57,3 +57,31 @@ def test_unknown_section_is_refused(tmp_path):
     proc = run_bench("--only", "nope", "--out", str(tmp_path / "b.json"), timeout=60)
     assert proc.returncode != 0 and "unknown section" in proc.stderr
     assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.slow
+def test_quick_views_bench_counts_the_encoder_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "views", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["sections"]["views"]["rows"]
+    before, after = rows
+    assert before["name"].startswith("moco: every view") and after["name"].startswith("moco: query/key")
+    # MoCo, V = 2, batch 512: one online and one key view instead of two of each
+    assert before["encoder_rows_per_step"] == {"online": 1024, "key": 1024}
+    assert after["encoder_rows_per_step"] == {"online": 512, "key": 512}
+    assert after["encoder_rows_ratio"] == {"online": 0.5, "key": 0.5}
+    assert math.isfinite(after["ratio_to_all_views"]) and after["ratio_to"] == before["name"]
+
+
+@pytest.mark.slow
+def test_quick_attack_bench_compares_torchattacks_to_a_plain_loop(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "attack", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())["sections"]["attack"]
+    lib, plain = section["rows"]
+    assert lib["name"] == "torchattacks.PGD" and plain["name"] == "plain PGD loop"
+    assert "error" not in lib and "error" not in plain
+    assert lib["ratio_to"] == "plain PGD loop" and math.isfinite(lib["ratio_to_plain"])
+    assert section["settings"]["eps"] == 8 / 255 and section["settings"]["steps"] == 2

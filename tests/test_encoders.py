@@ -42,3 +42,18 @@ def test_projector():
     assert len(MLP(32, layers=0)) == 0 and MLP(32, layers=0).out_dim == 32
     v3 = MLP(32, 64, 16, layers=3, last_batch_norm=True)
     assert isinstance(v3[-1], torch.nn.BatchNorm1d)
+
+
+@pytest.mark.parametrize("size,fc6_in", [(32, 192 * 3 * 3), (64, 192 * 7 * 7), (28, 192 * 2 * 2)])
+def test_small_alexnet_matches_the_official_layout(size, fc6_in):
+    from sslkit.encoders.alexnet import SmallAlexNet
+
+    net = SmallAlexNet(3, size)
+    assert net.fc[1][0].in_features == fc6_in  # the official 32 px and 64 px (STL-10) files
+    convs = [m for m in net.convs.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 192, 384, 384, 192]
+    assert all(c.bias is None for c in convs)
+    assert net(torch.randn(2, 3, size, size)).shape == (2, 4096) and net.num_features == 4096
+    assert abs(net.fc[2][0].weight.std().item() - 0.02) < 1e-3
+    with pytest.raises(ValueError, match="at least 15 px"):
+        SmallAlexNet(3, 12)

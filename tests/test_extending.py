@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 
 import sslkit
 from sslkit.cli import config_dir
-from tests.conftest import make_cifar, make_fashion_mnist, make_image_folder, make_stl10
+from tests.conftest import (make_cifar, make_cub, make_fashion_mnist, make_image_folder,
+                            make_stl10, make_svhn, make_utzappos)
 
 ENCODERS = sorted(p.stem for p in (config_dir() / "encoder").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
@@ -31,10 +32,17 @@ WRITERS = {
     "STL10": make_stl10,
     "ImageFolder": make_image_folder,
     "Synthetic": lambda root: None,
+    "SVHN": make_svhn,
+    "CUB200": make_cub,
+    "UTZappos": make_utzappos,
+    "DomainFolder": lambda root: __import__("tests.test_inputs", fromlist=["make_pacs"]).make_pacs(root),
 }
 SIZE = {"imagefolder": ["data.image_size=16", "data.load_size=16"],
         "imagenet": ["data.image_size=16", "data.load_size=16", "data.num_classes=3"],
-        "imagenet100": ["data.image_size=16", "data.load_size=16"]}
+        "imagenet100": ["data.image_size=16", "data.load_size=16"],
+        "cub200": ["data.image_size=16", "data.load_size=16"],
+        "utzappos": ["data.image_size=16", "data.load_size=16"],
+        "domainfolder": ["data.image_size=16", "data.load_size=16", "data.num_classes=2"]}
 
 
 @pytest.mark.parametrize("name", ENCODERS)

@@ -37,11 +37,18 @@ def assert_identical(a, b):
         assert torch.equal(probe_a[k], probe_b[k]), f"online probe {k} differs"
 
 
-@pytest.mark.parametrize("loss", ["infonce", "moco"])
+# adversarial views with dual BN, SAM and the discriminator (its weights and optimiser)
+ADVERSARIAL = ["adversarial=pgd", "adversarial.attack.steps=2", "adversarial.bn_mode=dual",
+               "adversarial.sam_rho=0.05", "adversarial/divergence=gan", "adversarial.w_div=0.1"]
+
+
+@pytest.mark.parametrize("loss", ["infonce", "moco", "infonce+adversarial"])
 def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
-    extra = [f"loss={loss}", "eval.callbacks.knn.every_n_epochs=0"]
+    extra = [f"loss={loss.split('+')[0]}", "eval.callbacks.knn.every_n_epochs=0"]
     if loss == "moco":
         extra.append("loss.queue_size=96")
+    if loss.endswith("+adversarial"):
+        extra += ADVERSARIAL
     straight = tmp_path / "straight"
     assert train("experiment=smoke", *extra, "trainer.max_epochs=3", "checkpoint.keep_last=3",
                  f"hydra.run.dir={straight}").returncode == 0
@@ -52,6 +59,14 @@ def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
                  f"hydra.run.dir={split}")
     assert proc.returncode == 0 and "resuming from" in proc.stdout, proc.stderr[-2000:]
     assert_identical(weights(straight), weights(split))
+    if loss.endswith("+adversarial"):
+        robust = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["sslkit"]["robust"]
+                  for d in (straight, split)]
+        state_a, state_b = (r["divergence_optimizer"]["state"] for r in robust)
+        assert state_a.keys() == state_b.keys() and state_a
+        for k in state_a:
+            for name, t in state_a[k].items():
+                assert torch.equal(t, state_b[k][name]), f"discriminator optimiser {k}.{name}"
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):

@@ -180,3 +180,63 @@ def random_solarize(
         return x
     apply = _bernoulli(x.shape[0], p, x, gen).view(-1, 1, 1, 1)
     return torch.where(apply & (x >= threshold), 1 - x, x)
+
+
+def random_recrop(
+    x: Tensor,
+    p: float = 0.0,
+    scale: tuple[float, float] = (0.2, 0.2),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    gen: torch.Generator | None = None,
+) -> Tensor:
+    """With probability ``p`` per image, crop again an area fraction in ``scale`` of the (already
+    cropped) view and resize it back: the GCA code's "large erase" noisy view (a forced 20% crop
+    after the first, ``scale=(0.2, 0.2)``) and its "strong crop" (``RandomCrop`` of 13/32 of the
+    side then resize: ``scale`` = 0.165, ``ratio`` = 1)."""
+    if p <= 0:
+        return x
+    again = random_resized_crop(x, x.shape[-1], scale, ratio, flip_p=0.0, gen=gen)
+    apply = _bernoulli(x.shape[0], p, x, gen).view(-1, 1, 1, 1)
+    return torch.where(apply, again, x)
+
+
+def random_erasing(
+    x: Tensor,
+    p: float = 0.0,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    value: float = 0.0,
+    gen: torch.Generator | None = None,
+) -> Tensor:
+    """Random erasing (Zhong et al. 2020; torchvision ``RandomErasing``): with probability ``p``
+    per image, set a rectangle of area fraction in ``scale`` and aspect ratio log-uniform in
+    ``ratio`` to ``value``. Applied to normalised images, ``value=0`` is the mean colour.
+    The rectangle is clamped into the image instead of redrawn (one pass for the batch)."""
+    if p <= 0:
+        return x
+    b, _, h, w = x.shape
+    area = _uniform(b, scale[0], scale[1], x, gen) * h * w
+    r = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), x, gen))
+    eh = torch.sqrt(area * r).round().clamp(1, h)
+    ew = torch.sqrt(area / r).round().clamp(1, w)
+    top = (_uniform(b, 0, 1, x, gen) * (h - eh + 1)).floor()
+    left = (_uniform(b, 0, 1, x, gen) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
+    inside = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
+              & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1)))
+    apply = _bernoulli(b, p, x, gen).view(b, 1, 1)
+    return x.masked_fill((inside & apply).unsqueeze(1), value)
+
+
+def value_shift(x: Tensor, shift: float = 0.0) -> Tensor:
+    """Add ``shift`` to the HSV value channel and clip: the Brightness corruption of CIFAR-10-C
+    (Hendrycks & Dietterich 2019; severity 5 is 0.3), the GCA code's "brightness" noisy view.
+    For one channel the value is the grey level itself."""
+    if shift == 0:
+        return x
+    if x.shape[1] == 1:
+        return (x + shift).clamp(0, 1)
+    hsv = _rgb_to_hsv(x)
+    hsv = torch.stack([hsv[:, 0], hsv[:, 1], (hsv[:, 2] + shift).clamp(0, 1)], 1)
+    return _hsv_to_rgb(hsv).clamp(0, 1)

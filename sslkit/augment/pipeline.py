@@ -37,6 +37,13 @@ class ViewAugment(nn.Module):
         blur_p: float = 0.0,
         blur_sigma: Sequence[float] = (0.1, 2.0),
         solarize_p: float = 0.0,
+        recrop_p: float = 0.0,
+        recrop_scale: Sequence[float] = (0.2, 0.2),
+        recrop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+        value_shift: float = 0.0,
+        erase_p: float = 0.0,
+        erase_scale: Sequence[float] = (0.02, 0.33),
+        erase_ratio: Sequence[float] = (0.3, 3.3),
         local_views: int = 0,
         local_crop_size: int = 16,
         local_scale: Sequence[float] = (0.05, 0.4),
@@ -62,6 +69,10 @@ class ViewAugment(nn.Module):
         self.grayscale_p = grayscale_p
         self.blur_p, self.blur_sigma = blur_p, tuple(blur_sigma)
         self.solarize_p = solarize_p
+        # noisy-view ops (off unless set): a second crop, a brightness shift, random erasing
+        self.recrop = dict(p=recrop_p, scale=tuple(recrop_scale), ratio=tuple(recrop_ratio))
+        self.value_shift = value_shift
+        self.erase = dict(p=erase_p, scale=tuple(erase_scale), ratio=tuple(erase_ratio))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -71,7 +82,9 @@ class ViewAugment(nn.Module):
 
     @staticmethod
     def to_float(images: Tensor) -> Tensor:
-        return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+        if images.dtype == torch.uint8:
+            return images.float().div_(255)
+        return images if images.is_floating_point() else images.float()
 
     def normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -80,11 +93,14 @@ class ViewAugment(nn.Module):
         self, x: Tensor, size: int, scale: tuple[float, float], gen: torch.Generator | None
     ) -> Tensor:
         x = ops.random_resized_crop(x, size, scale, self.ratio, self.flip_p, gen)
+        x = ops.random_recrop(x, gen=gen, **self.recrop)
         x = ops.color_jitter(x, gen=gen, **self.jitter)
         x = ops.random_grayscale(x, self.grayscale_p, gen)
         x = ops.gaussian_blur(x, self.blur_p, self.blur_sigma, gen=gen)
         x = ops.random_solarize(x, self.solarize_p, gen=gen)
-        return self.normalize(x)
+        x = ops.value_shift(x, self.value_shift)
+        # after normalisation, as torchvision's RandomErasing: 0 is the mean colour
+        return ops.random_erasing(self.normalize(x), gen=gen, **self.erase)
 
     @torch.no_grad()
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
@@ -96,7 +112,7 @@ class ViewAugment(nn.Module):
         ]
         return out
 
-    @torch.no_grad()
+    # differentiable (no no_grad): adversarial attacks need the gradient through it
     def eval_transform(self, images: Tensor) -> Tensor:
         x = self.to_float(images)
         h, w = x.shape[-2:]

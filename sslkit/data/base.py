@@ -1,7 +1,10 @@
 """Shared LightningDataModule machinery: splits, long-tail subsampling, rank-aware batching.
 
 Every batch is a dict: ``image`` (uint8 ``[B, C, H, W]``, augmented later on the training
-device), ``label`` (long ``[B]``, -1 where unknown) and ``index`` (position in the split).
+device), ``label`` (long ``[B]``, -1 where unknown) and ``index`` (position in the split), plus
+any per-sample fields the split holds in ``fields`` (``domain``, ``prior``, ...; see
+:mod:`sslkit.data.fields`). ``origin`` maps a split's positions to the sample's index in the
+stored split, so data attached by original index (priors) survives subsetting.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from sslkit.data.domains import apply_domain_shift
+from sslkit.data.fields import promote_fields
 from sslkit.data.longtail import longtail_indices
 from sslkit.data.sampler import EpochBatchSampler
 from sslkit.errors import ConfigError
@@ -21,24 +26,31 @@ from sslkit.errors import ConfigError
 class TensorImages(Dataset):
     """Images held in memory as one uint8 tensor; fetched a whole batch at a time."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 fields: dict[str, torch.Tensor] | None = None,
+                 origin: torch.Tensor | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         self.images = images
         self.labels = labels.long() if labels is not None else torch.full((len(images),), -1)
+        self.fields = dict(fields or {})
+        self.origin = origin if origin is not None else torch.arange(len(images))
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": self.images[i], "label": self.labels[i], "index": torch.tensor(i)}
+        return {"image": self.images[i], "label": self.labels[i], "index": torch.tensor(i),
+                **{k: v[i] for k, v in self.fields.items()}}
 
     def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(idx)
-        return {"image": self.images[index], "label": self.labels[index], "index": index}
+        return {"image": self.images[index], "label": self.labels[index], "index": index,
+                **{k: v[index] for k, v in self.fields.items()}}
 
     def subset(self, index: torch.Tensor) -> "TensorImages":
-        return TensorImages(self.images[index], self.labels[index])
+        return TensorImages(self.images[index], self.labels[index],
+                            {k: v[index] for k, v in self.fields.items()}, self.origin[index])
 
     @staticmethod
     def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -51,6 +63,8 @@ class SubsetImages(Dataset):
     def __init__(self, base: Dataset, index: torch.Tensor) -> None:
         self.base, self.index = base, index
         self.labels = base.labels[index]
+        self.origin = getattr(base, "origin", torch.arange(len(base)))[index]
+        self.fields: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -58,6 +72,7 @@ class SubsetImages(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = self.base[int(self.index[i])]
         item["index"] = torch.tensor(i)
+        item.update({k: v[i] for k, v in self.fields.items()})
         return item
 
 
@@ -90,6 +105,7 @@ class ImageDataModule(L.LightningDataModule):
         num_classes: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        domain_shift: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         # the data config is the one place other groups read these from (``${data.in_chans}``):
@@ -110,6 +126,7 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.imbalance_ratio, self.seed = imbalance_ratio, seed
+        self.domain_shift = list(domain_shift) if domain_shift else None
         self.splits: dict[str, Dataset] = {}
 
     # -- subclasses -------------------------------------------------------------------------
@@ -126,7 +143,9 @@ class ImageDataModule(L.LightningDataModule):
                     keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed)
                     data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
             else:
-                data = self.load_split(split)
+                data = promote_fields(self.load_split(split))
+                if self.domain_shift:
+                    data = apply_domain_shift(data, self.domain_shift, self.seed, split, self.name)
             self.splits[split] = data
         return self.splits[split]
 

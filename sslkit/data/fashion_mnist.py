@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from sslkit.data.base import ImageDataModule, TensorImages, first_existing
 from sslkit.data.idx import read_idx
 from sslkit.errors import DataError
@@ -13,6 +15,27 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+# Coarse attributes of each class for ``prior=attributes`` (the weakly supervised setting on
+# the default data): a hand-made table in the spirit of UTZappos/CUB attributes, one row per
+# class (0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker,
+# 8 Bag, 9 Ankle boot). Deliberately weak: it does not tell every class apart (a T-shirt and a
+# dress differ by one attribute, a pullover and a shirt by one).
+ATTRIBUTE_NAMES = ("upper_body", "lower_body", "footwear", "bag", "long_sleeves",
+                   "front_opening", "outerwear", "covers_ankle", "open_toe")
+CLASS_ATTRIBUTES = torch.tensor([
+    # up low foot bag sleeve open outer ankle toe
+    [1, 0, 0, 0, 0, 0, 0, 0, 0],  # T-shirt/top
+    [0, 1, 0, 0, 0, 0, 0, 1, 0],  # Trouser
+    [1, 0, 0, 0, 1, 0, 0, 0, 0],  # Pullover
+    [1, 1, 0, 0, 0, 0, 0, 0, 0],  # Dress
+    [1, 0, 0, 0, 1, 1, 1, 0, 0],  # Coat
+    [0, 0, 1, 0, 0, 0, 0, 0, 1],  # Sandal
+    [1, 0, 0, 0, 1, 1, 0, 0, 0],  # Shirt
+    [0, 0, 1, 0, 0, 0, 0, 0, 0],  # Sneaker
+    [0, 0, 0, 1, 0, 0, 0, 0, 0],  # Bag
+    [0, 0, 1, 0, 0, 0, 0, 1, 0],  # Ankle boot
+], dtype=torch.float32)
 
 
 class FashionMNIST(ImageDataModule):
@@ -57,4 +80,6 @@ class FashionMNIST(ImageDataModule):
             )
         if int(labels.max()) >= self.num_classes:
             raise DataError(f"{labels_file}: label {int(labels.max())} out of range 0..9")
-        return TensorImages(images.unsqueeze(1).contiguous(), labels)
+        data = TensorImages(images.unsqueeze(1).contiguous(), labels)
+        data.attributes = CLASS_ATTRIBUTES[data.labels]
+        return data

@@ -39,6 +39,7 @@ class FolderImages(Dataset):
                 f"{', '.join(IMG_EXTENSIONS)})"
             )
         self.labels = torch.tensor([s[1] for s in self.samples], dtype=torch.long)
+        self.fields: dict[str, torch.Tensor] = {}
         self.transform = v2.Compose(
             [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
         )
@@ -53,7 +54,8 @@ class FolderImages(Dataset):
                 image = self.transform(img.convert("RGB"))
         except (OSError, UnidentifiedImageError) as err:
             raise DataError(f"{path}: unreadable image ({err})") from None
-        return {"image": image, "label": torch.tensor(label), "index": torch.tensor(i)}
+        return {"image": image, "label": torch.tensor(label), "index": torch.tensor(i),
+                **{k: v[i] for k, v in self.fields.items()}}
 
 
 class ImageFolder(ImageDataModule):

@@ -9,7 +9,10 @@ from sslkit.data.base import ImageDataModule, TensorImages
 
 class Synthetic(ImageDataModule):
     """``num_classes`` smooth random prototypes; each image is its class prototype, randomly
-    shifted, with pixel noise. Same seed, same data."""
+    shifted, with pixel noise. Same seed, same data.
+
+    ``attributes`` (for ``prior=attributes``) are per class: the bits of the class id and
+    whether the class prototype is brighter than the average prototype."""
 
     name = "synthetic"
 
@@ -41,4 +44,9 @@ class Synthetic(ImageDataModule):
             [torch.roll(img, tuple(sh.tolist()), dims=(1, 2)) for img, sh in zip(images, shifts)]
         )
         images = (images + 0.15 * torch.randn(images.shape, generator=gen)).clamp(0, 1)
-        return TensorImages((images * 255).round().to(torch.uint8), labels)
+        data = TensorImages((images * 255).round().to(torch.uint8), labels)
+        bits = max(1, (self.num_classes - 1).bit_length())
+        code = (torch.arange(self.num_classes)[:, None] >> torch.arange(bits)) & 1
+        bright = protos.mean(dim=(1, 2, 3)) > protos.mean()
+        data.attributes = torch.cat([code, bright[:, None]], dim=1).float()[labels]
+        return data

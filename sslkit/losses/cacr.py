@@ -14,6 +14,7 @@ defined at the bottom of this module.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import ClassVar
 
 import torch
@@ -148,6 +149,7 @@ class CACR(nn.Module):
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
         batch, views, _ = z.shape
+        warn_two_views(self, "cacr", views)
         with full_precision(z):
             u = prepare(z, self.normalize)
 
@@ -194,6 +196,21 @@ class CACR(nn.Module):
 
 # --------------------------------------------------------------------------------------------
 # Helpers shared by the CACR heads (cacr, cacr_moco, cacr_mocov3).
+
+
+def warn_two_views(
+    head: nn.Module,
+    name: str,
+    views: int,
+    effect: str = "contrastive attraction is plain alignment",
+    remedy: str = "the paper uses 5 views (augment.views=5, see configs/experiment/cacr_*.yaml)",
+) -> None:
+    """Warn once per head when it runs with two views: each query then has a single positive,
+    whose contrastive weight is 1, and the head loses what sets CACR apart."""
+    if views == 2 and not getattr(head, "_warned_two_views", False):
+        head._warned_two_views = True
+        warnings.warn(f"{name} with 2 views: each query has one positive, so {effect}; {remedy}",
+                      UserWarning, stacklevel=3)
 
 
 def check_positive(**values: float) -> None:

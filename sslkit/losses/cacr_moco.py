@@ -16,6 +16,7 @@ from sslkit.losses.cacr import (
     off_diagonal,
     prepare,
     sqdist,
+    warn_two_views,
 )
 
 
@@ -65,8 +66,14 @@ class CACRMoCo(nn.Module):
         intra_batch: also repel the other queries of the same view (default True; official
             ``--moco-unif-no-intra-batch`` turns it off).
         momentum: EMA coefficient of the key encoder, used by the training module (0.999).
-        queue_size: length of the key queue, used by the training module (65536).
+        queue_size: length of the key queue, used by the training module (4096; the official
+            ImageNet default 65536 exceeds Fashion-MNIST / CIFAR, see ``check_queue_fits``).
         normalize: L2-normalise queries and keys (the official code does).
+        shuffle_bn: the training module runs the key encoder with shuffle BN (the official
+            builder shuffles; ``model.shuffle_bn_groups`` sets the groups in one process).
+
+    Every view is a query and a key (``query_views`` / ``key_views`` default to all views), so
+    keys of local crops would enter the attraction: the training module refuses local crops.
 
     Logs: ``attraction``, ``repulsion``, ``pos_w_entropy``/``pos_w_max``,
     ``neg_w_entropy``/``neg_w_max`` (per-query mean entropy / largest weight),
@@ -95,8 +102,9 @@ class CACRMoCo(nn.Module):
         tau_neg: float = 1.0,
         intra_batch: bool = True,
         momentum: float = 0.999,
-        queue_size: int = 65536,
+        queue_size: int = 4096,
         normalize: bool = True,
+        shuffle_bn: bool = True,
     ) -> None:
         super().__init__()
         check_nonnegative(alpha=alpha, beta=beta)
@@ -113,12 +121,13 @@ class CACRMoCo(nn.Module):
         self.momentum = float(momentum)
         self.queue_size = int(queue_size)
         self.normalize = bool(normalize)
+        self.shuffle_bn = bool(shuffle_bn)
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, beta={self.beta}, tau_pos={self.tau_pos}, "
             f"tau_neg={self.tau_neg}, intra_batch={self.intra_batch}, momentum={self.momentum}, "
-            f"queue_size={self.queue_size}, normalize={self.normalize}"
+            f"queue_size={self.queue_size}, normalize={self.normalize}, shuffle_bn={self.shuffle_bn}"
         )
 
     @torch.no_grad()
@@ -131,6 +140,7 @@ class CACRMoCo(nn.Module):
         self, z: Tensor, k: Tensor | None = None, queue: Tensor | None = None, **_: object
     ) -> LossOutput:
         check_views(z)
+        warn_two_views(self, "cacr_moco", z.shape[1])
         if k is None or queue is None:
             raise ValueError("cacr_moco needs k=[B, V, D] momentum keys and queue=[Q, D]")
         if k.shape != z.shape:

@@ -8,7 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from sslkit.losses.base import LossOutput, check_views, detached_logs
-from sslkit.losses.cacr import check_positive, entropy, full_precision, prepare, sqdist
+from sslkit.losses.cacr import (
+    check_positive,
+    entropy,
+    full_precision,
+    prepare,
+    sqdist,
+    warn_two_views,
+)
 
 COSTS = ("rbf", "euclidean")
 
@@ -64,6 +71,12 @@ class CACRMoCoV3(nn.Module):
         momentum: EMA coefficient of the momentum encoder, for the training module (official
             ``--moco-m`` default 0.99; the R50 recipe uses 0.996 with a cosine schedule).
         normalize: L2-normalise queries and keys (the official code does).
+        shuffle_bn: shuffle BN for the key encoder (off: MoCo v3 and this official code do not
+            shuffle; their multi-GPU runs use SyncBN).
+
+    The training module computes keys for ``key_views`` only: the ``n_global`` global crops
+    (all views with ``full_mode``, the one case where local crops give keys); every view is a
+    query. ``n_global`` must equal ``augment.views`` (checked before training).
 
     Logs: ``pos_w_entropy``/``pos_w_max`` (attraction weights over the positive views),
     ``pos_cos``/``neg_cos`` (mean cosine of query to its key / to other instances' keys);
@@ -92,6 +105,7 @@ class CACRMoCoV3(nn.Module):
         full_mode: bool = False,
         momentum: float = 0.99,
         normalize: bool = True,
+        shuffle_bn: bool = False,
     ) -> None:
         super().__init__()
         check_positive(temperature=temperature)
@@ -107,15 +121,28 @@ class CACRMoCoV3(nn.Module):
         self.full_mode = bool(full_mode)
         self.momentum = float(momentum)
         self.normalize = bool(normalize)
+        self.shuffle_bn = bool(shuffle_bn)
+
+    @property
+    def key_views(self) -> slice:
+        return slice(None) if self.full_mode else slice(0, self.n_global)
+
+    @property
+    def keys_from_local_crops(self) -> bool:
+        return self.full_mode
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, cost={self.cost!r}, n_global={self.n_global}, "
-            f"full_mode={self.full_mode}, momentum={self.momentum}, normalize={self.normalize}"
+            f"full_mode={self.full_mode}, momentum={self.momentum}, normalize={self.normalize}, "
+            f"shuffle_bn={self.shuffle_bn}"
         )
 
     def forward(self, z: Tensor, k: Tensor | None = None, **_: object) -> LossOutput:
         check_views(z)
+        warn_two_views(self, "cacr_mocov3", z.shape[1],
+                       effect="the positive weights are 1 and the loss is MoCo v3's halved",
+                       remedy="add local crops (augment=multicrop) as the paper's multi-crop runs do")
         batch, views, dim = z.shape
         if views < self.n_global:
             raise ValueError(f"n_global={self.n_global} but z has only {views} views")

@@ -18,7 +18,8 @@ L2-normalised when ``normalize``):
 * target plan :math:`P^{tgt}`: by default mass 1 on every other view of the same instance
   (the identity "positive pair" target of the paper; for V = 2 one partner per row), optionally
   :math:`+\alpha` on other instances of the same domain and :math:`+\beta` on other domains
-  (the paper's domain-aware target), or any ``target_plan`` passed to ``forward``.
+  (the paper's domain-aware target; with ``groups="labels"`` the groups are classes: a
+  supervised target plan), or any ``target_plan`` passed to ``forward``.
   :math:`\hat T` denotes :math:`P^{tgt}` with rows normalised to sum to one.
 
 Two loss forms built on the plan (a runs over rows, p over target columns):
@@ -35,12 +36,14 @@ Two loss forms built on the plan (a runs over rows, p over target columns):
 For V = 2 and the default target both reduce exactly to the official per-row expressions.
 Shared constructor arguments: ``epsilon`` (:math:`\varepsilon`, the temperature),
 ``normalize``, ``self_pair``, ``sim_clamp`` (``None`` disables the clamp), ``alpha``, ``beta``
-(domain-aware target; need ``domains`` in ``forward``) and ``solver`` (``"auto"``, ``"scaling"``
+(group-aware target; need ``domains``, or ``labels`` when ``groups="labels"``, in ``forward``;
+the head then lists that name in ``requires``) and ``solver`` (``"auto"``, ``"scaling"``
 or ``"log"``: the Sinkhorn implementation, all exact; see :mod:`sslkit.losses.sinkhorn`).
 
-``forward(z, *, domains=None, target_plan=None, mu=None, nu=None)``:
+``forward(z, *, domains=None, labels=None, target_plan=None, mu=None, nu=None)``:
 
-* ``z``: ``[B, V, D]``; ``domains``: ``[B]`` integer domain ids (for ``alpha``/``beta``);
+* ``z``: ``[B, V, D]``; ``domains`` / ``labels``: ``[B]`` integer group ids (for
+  ``alpha``/``beta``, whichever ``groups`` names);
 * ``target_plan``: ``[B, V, B, V]`` (or ``[N, N]`` in view-major order) non-negative target,
   replaces the default (rows are normalised; every row needs positive mass);
 * ``mu``, ``nu``: ``[B, V]`` (or ``[N]``) positive row/column marginals, replacing the head's
@@ -64,10 +67,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs, view_major
+from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast, view_major
 from sslkit.losses.sinkhorn import SOLVERS, LogScalings, log_sinkhorn, unbalanced_exponent
 
 SELF_PAIRS = ("max_cost", "mask")
+# what the alpha/beta target groups instances by: domain ids, or class labels (supervised GCA)
+GROUPS = ("domains", "labels")
 RINCE_FORMS = ("code", "paper")
 
 
@@ -214,7 +219,7 @@ class _Rows:
 
 
 class _GCAHead(nn.Module):
-    requires: ClassVar[frozenset[str]] = frozenset()
+    requires: frozenset[str] = frozenset()  # set per instance: {groups} when alpha/beta != 0
     unit_marginals: ClassVar[bool] = False  # default marginals: ones (True) or 1/N (False)
 
     def _setup(
@@ -226,8 +231,10 @@ class _GCAHead(nn.Module):
         alpha: float,
         beta: float,
         solver: str,
+        groups: str = "domains",
     ) -> None:
         _check_positive(epsilon=epsilon)
+        _check_choice("groups", groups, GROUPS)
         _check_choice("self_pair", self_pair, SELF_PAIRS)
         _check_choice("solver", solver, SOLVERS)
         _check_nonneg(alpha=alpha, beta=beta)
@@ -240,6 +247,13 @@ class _GCAHead(nn.Module):
         self.alpha = alpha
         self.beta = beta
         self.solver = solver
+        self.groups = groups
+        # the module passes the batch field named here (sslkit/data/fields.py)
+        self.requires = frozenset({groups}) if alpha != 0 or beta != 0 else frozenset()
+
+    def _groups(self, domains: Tensor | None, labels: Tensor | None) -> Tensor | None:
+        """The group ids the alpha/beta target plan is built on."""
+        return labels if self.groups == "labels" else domains
 
     # batch preparation ---------------------------------------------------------------------
     def _prepare(
@@ -252,13 +266,10 @@ class _GCAHead(nn.Module):
     ) -> _Batch:
         check_views(z)
         batch, views, _ = z.shape
-        if z.dtype in (torch.float16, torch.bfloat16):
-            z = z.float()
-        x = view_major(F.normalize(z, dim=-1) if self.normalize else z)
-        sim = x @ x.T  # under autocast this matmul may run in bf16
         with torch.autocast(device_type=z.device.type, enabled=False):
-            if sim.dtype in (torch.float16, torch.bfloat16):
-                sim = sim.float()
+            z = upcast(z)
+            x = view_major(F.normalize(z, dim=-1) if self.normalize else z)
+            sim = x @ x.T
             log_k = _LogKernel.apply(sim, self.epsilon, self.sim_clamp, self.self_pair == "mask")
             with torch.no_grad():
                 if self.normalize:
@@ -292,11 +303,11 @@ class _GCAHead(nn.Module):
         elif self.alpha != 0 or self.beta != 0:
             if domains is None:
                 raise ValueError(
-                    "alpha/beta (domain-aware target plan) need `domains` ([B] ids) in forward"
+                    f"alpha/beta (group-aware target plan) need `{self.groups}` ([B] ids)"
                 )
             if domains.shape != (bt.batch,):
                 raise ValueError(
-                    f"domains must have shape [B] = [{bt.batch}], got {tuple(domains.shape)}"
+                    f"{self.groups} must have shape [B] = [{bt.batch}], got {tuple(domains.shape)}"
                 )
             ids = torch.arange(n, device=dev) % bt.batch
             dom = domains.to(dev).repeat(bt.views)
@@ -404,14 +415,15 @@ class HSINCE(_GCAHead):
         sim_clamp: float | None = 1e-7,
         alpha: float = 0.0,
         beta: float = 0.0,
+        groups: str = "domains",
         solver: str = "auto",
     ) -> None:
         super().__init__()
-        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver)
+        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver, groups)
 
-    def forward(self, z: Tensor, *, domains=None, target_plan=None, mu=None, nu=None,
+    def forward(self, z: Tensor, *, domains=None, labels=None, target_plan=None, mu=None, nu=None,
                 **_: object) -> LossOutput:
-        bt = self._prepare(z, domains, target_plan, mu, nu)
+        bt = self._prepare(z, self._groups(domains, labels), target_plan, mu, nu)
         with torch.autocast(device_type=z.device.type, enabled=False):
             s = self._sinkhorn(bt, 1, last_half=True)
             rows = self._rows(bt, s.log_v)
@@ -455,16 +467,17 @@ class GCAINCE(_GCAHead):
         sim_clamp: float | None = 1e-7,
         alpha: float = 0.0,
         beta: float = 0.0,
+        groups: str = "domains",
         solver: str = "auto",
     ) -> None:
         super().__init__()
-        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver)
+        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver, groups)
         _check_iterations(iterations)
         self.iterations = int(iterations)
 
-    def forward(self, z: Tensor, *, domains=None, target_plan=None, mu=None, nu=None,
+    def forward(self, z: Tensor, *, domains=None, labels=None, target_plan=None, mu=None, nu=None,
                 **_: object) -> LossOutput:
-        bt = self._prepare(z, domains, target_plan, mu, nu)
+        bt = self._prepare(z, self._groups(domains, labels), target_plan, mu, nu)
         with torch.autocast(device_type=z.device.type, enabled=False):
             s = self._sinkhorn(bt, self.iterations)
             rows = self._rows(bt, s.log_v)
@@ -508,17 +521,18 @@ class HSRINCE(_GCAHead):
         sim_clamp: float | None = 1e-7,
         alpha: float = 0.0,
         beta: float = 0.0,
+        groups: str = "domains",
         solver: str = "auto",
     ) -> None:
         super().__init__()
-        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver)
+        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver, groups)
         _check_positive(q=q)
         _check_nonneg(lam=lam)
         self.q, self.lam = q, lam
 
-    def forward(self, z: Tensor, *, domains=None, target_plan=None, mu=None, nu=None,
+    def forward(self, z: Tensor, *, domains=None, labels=None, target_plan=None, mu=None, nu=None,
                 **_: object) -> LossOutput:
-        bt = self._prepare(z, domains, target_plan, mu, nu)
+        bt = self._prepare(z, self._groups(domains, labels), target_plan, mu, nu)
         with torch.autocast(device_type=z.device.type, enabled=False):
             s = self._sinkhorn(bt, 1, last_half=True)
             rows = self._rows(bt, s.log_v)
@@ -572,19 +586,20 @@ class GCARINCE(_GCAHead):
         sim_clamp: float | None = 1e-7,
         alpha: float = 0.0,
         beta: float = 0.0,
+        groups: str = "domains",
         solver: str = "auto",
     ) -> None:
         super().__init__()
-        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver)
+        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver, groups)
         _check_iterations(iterations)
         _check_positive(q=q)
         _check_nonneg(lam=lam)
         _check_choice("form", form, RINCE_FORMS)
         self.iterations, self.q, self.lam, self.form = int(iterations), q, lam, form
 
-    def forward(self, z: Tensor, *, domains=None, target_plan=None, mu=None, nu=None,
+    def forward(self, z: Tensor, *, domains=None, labels=None, target_plan=None, mu=None, nu=None,
                 **_: object) -> LossOutput:
-        bt = self._prepare(z, domains, target_plan, mu, nu)
+        bt = self._prepare(z, self._groups(domains, labels), target_plan, mu, nu)
         with torch.autocast(device_type=z.device.type, enabled=False):
             if self.form == "code":
                 s = self._sinkhorn(bt, self.iterations)
@@ -645,19 +660,20 @@ class GCAUOT(_GCAHead):
         sim_clamp: float | None = 1e-7,
         alpha: float = 0.0,
         beta: float = 0.0,
+        groups: str = "domains",
         solver: str = "auto",
     ) -> None:
         super().__init__()
-        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver)
+        self._setup(epsilon, normalize, self_pair, sim_clamp, alpha, beta, solver, groups)
         _check_iterations(iterations)
         _check_positive(q=q, rho1=rho1, rho2=rho2)
         _check_nonneg(lam=lam, r1=r1, r2=r2)
         self.iterations, self.q, self.lam = int(iterations), q, lam
         self.rho1, self.rho2, self.r1, self.r2 = rho1, rho2, r1, r2
 
-    def forward(self, z: Tensor, *, domains=None, target_plan=None, mu=None, nu=None,
+    def forward(self, z: Tensor, *, domains=None, labels=None, target_plan=None, mu=None, nu=None,
                 **_: object) -> LossOutput:
-        bt = self._prepare(z, domains, target_plan, mu, nu)
+        bt = self._prepare(z, self._groups(domains, labels), target_plan, mu, nu)
         fa = unbalanced_exponent(self.rho1, self.epsilon)
         fb = unbalanced_exponent(self.rho2, self.epsilon)
         with torch.autocast(device_type=z.device.type, enabled=False):

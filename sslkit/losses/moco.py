@@ -8,58 +8,69 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast, view_major
+from sslkit.losses.base import LossOutput, detached_logs, upcast, view_major
 
 
 class MoCo(nn.Module):
     r"""MoCo v2 loss (He et al., CVPR 2020; Chen, Fan, Girshick, He, "Improved Baselines with
     Momentum Contrastive Learning", 2020).
 
-    View 0 is the query :math:`q_i` (online encoder, ``z[:, 0]``); the momentum encoder's keys of
-    the other views ``k[:, w]`` are its positives; the queue rows :math:`n_j` are the negatives.
-    All L2-normalised, no gradient to keys or queue:
+    View 0 is the query :math:`q_i` (online encoder); the momentum encoder's keys of the other
+    views are its positives; the queue rows :math:`n_j` are the negatives. All L2-normalised, no
+    gradient to keys or queue:
 
     .. math::
         \mathcal{L} = \operatorname{mean}_{i,\,w\ge1}
         -\log\frac{e^{q_i^\top k^w_i/\tau}}{e^{q_i^\top k^w_i/\tau} + \sum_j e^{q_i^\top n_j/\tau}}
 
-    For V = 2 this is exactly the official, asymmetric loss (``im_q`` = view 0, ``im_k`` =
-    view 1); for V > 2 every other view's key is a positive, each with its own term. Follows
+    Called as ``head(z, k=keys, queue=queue)`` with ``z`` ``[B, 1, D]``: the query view only
+    (``query_views`` = view 0) and ``k`` ``[B, V-1, D]``: the keys of the other views
+    (``key_views`` = views 1..V-1), so the training module runs the online encoder on one view
+    and the key encoder on V - 1, as the official code does. For V = 2 this is exactly the
+    official, asymmetric loss (``im_q`` = view 0, ``im_k`` = view 1); for V > 2 every other
+    view's key is a positive, each with its own term. Follows
     ``facebookresearch/moco`` ``moco/builder.py::MoCo.forward`` (logits ``[l_pos, l_neg] / T``,
     cross-entropy with target 0) and ``_dequeue_and_enqueue``.
 
     Queue layout: ``queue`` is ``Tensor[Q, D]``, one L2-normalised key per row, oldest first or
     in any order (the loss does not depend on the order). The official buffer is its transpose,
     ``[D, K]`` columns, initialised with normalised Gaussian noise. :meth:`enqueue` returns the
-    rows to push after the step: the normalised keys of views 1..V-1 (view-major), i.e.
-    ``normalize(k[:, 1])`` for V = 2, as the official code enqueues its keys.
+    rows to push after the step: the normalised keys it was given (views 1..V-1, view-major),
+    i.e. those of view 1 for V = 2, as the official code enqueues its keys.
 
     Args:
         temperature: :math:`\tau` (MoCo v2 recipe ``--moco-t 0.2``; the builder's v1 default is 0.07).
         momentum: EMA coefficient of the key encoder, used by the training module (0.999).
-        queue_size: number of queued negative keys, used by the training module (65536).
+        queue_size: number of queued negative keys, used by the training module (4096, as
+            MoCo's CIFAR-10 demo; the ImageNet builder's 65536 exceeds Fashion-MNIST / CIFAR).
         normalize: L2-normalise queries and keys (the official model does).
+        shuffle_bn: the training module runs the key encoder with shuffle BN (the official
+            builder shuffles; ``model.shuffle_bn_groups`` sets the groups in one process).
 
     Example::
 
         >>> import torch
         >>> from sslkit.losses import MoCo
-        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
-        >>> out = MoCo(queue_size=32)(z, k=torch.randn(8, 2, 16), queue=torch.randn(32, 16))
+        >>> z = torch.randn(8, 1, 16, requires_grad=True)  # the query view of 8 instances
+        >>> k = torch.randn(8, 1, 16)  # the momentum keys of the other view
+        >>> out = MoCo(queue_size=32)(z, k=k, queue=torch.randn(32, 16))
         >>> out.loss.backward()
         >>> z.grad.shape
-        torch.Size([8, 2, 16])
+        torch.Size([8, 1, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"k", "queue"})
     uses_predictor: ClassVar[bool] = False
+    query_views: ClassVar[slice] = slice(0, 1)
+    key_views: ClassVar[slice] = slice(1, None)
 
     def __init__(
         self,
         temperature: float = 0.2,
         momentum: float = 0.999,
-        queue_size: int = 65536,
+        queue_size: int = 4096,
         normalize: bool = True,
+        shuffle_bn: bool = True,
     ):
         super().__init__()
         if not temperature > 0:
@@ -72,27 +83,35 @@ class MoCo(nn.Module):
         self.momentum = momentum
         self.queue_size = int(queue_size)
         self.normalize = normalize
+        self.shuffle_bn = bool(shuffle_bn)
 
     def enqueue(self, k: Tensor) -> Tensor:
-        """Rows ``[(V-1)*B, D]`` to push into the queue: the keys used as positives, normalised."""
-        rows = view_major(k[:, 1:].detach())
+        """Rows ``[(V-1)*B, D]`` to push into the queue: the keys used as positives (``k`` as
+        passed to ``forward``), normalised."""
+        rows = view_major(k.detach())
         return F.normalize(rows, dim=-1) if self.normalize else rows
 
     def forward(
         self, z: Tensor, k: Tensor | None = None, queue: Tensor | None = None, **_: object
     ) -> LossOutput:
-        check_views(z)
-        if k is None or queue is None:
-            raise ValueError("MoCo needs head(z, k=Tensor[B, V, D], queue=Tensor[Q, D])")
-        if k.shape != z.shape:
+        if z.dim() != 3 or z.shape[1] != 1:
             raise ValueError(
-                f"keys k must have the shape of z {tuple(z.shape)}, got {tuple(k.shape)}"
+                "MoCo reads one query view: z must be [B, 1, D] (z[:, query_views]), got "
+                f"{tuple(z.shape)}"
+            )
+        if k is None or queue is None:
+            raise ValueError("MoCo needs head(z, k=Tensor[B, V-1, D], queue=Tensor[Q, D])")
+        batch, _, dim = z.shape
+        if k.dim() != 3 or k.shape[0] != batch or k.shape[2] != dim or k.shape[1] < 1:
+            raise ValueError(
+                f"keys k must be [{batch}, >=1, {dim}] (the keys of the views other than the "
+                f"query), got {tuple(k.shape)}"
             )
         if queue.dim() != 2 or queue.shape[1] != z.shape[2]:
             raise ValueError(f"queue must be [Q, {z.shape[2]}], got {tuple(queue.shape)}")
         with torch.autocast(z.device.type, enabled=False):
             q = upcast(z[:, 0])
-            keys = k[:, 1:].detach().to(q.dtype)
+            keys = k.detach().to(q.dtype)
             if self.normalize:
                 q = F.normalize(q, dim=-1)
                 keys = F.normalize(keys, dim=-1)

@@ -49,3 +49,12 @@ def all_finite(tensors: Iterable[Tensor | None]) -> bool:
 def _fmt(v) -> str:
     v = float(v.detach()) if isinstance(v, Tensor) and v.numel() == 1 else v
     return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+
+def scaler_backs_off(trainer) -> bool:
+    """True when an fp16 gradient scaler (``trainer.precision=16-mixed``) handles this step's
+    non-finite gradients itself: it skips the step and halves its scale, a planned part of
+    loss scaling, not a failure. Once the scale is down to 1 there is no loss scaling left to
+    back off, so non-finite gradients are real and the guard counts them again."""
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    return scaler is not None and scaler.is_enabled() and scaler.get_scale() > 1.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sslkit.errors import ConfigError
+
 
 class KeyQueue(nn.Module):
     """A ``[size, dim]`` buffer filled in FIFO order; saved in checkpoints.
@@ -35,3 +37,17 @@ class KeyQueue(nn.Module):
         self.keys[idx] = keys
         self.ptr.fill_((ptr + n) % size)
         self.filled.fill_(min(size, int(self.filled) + n))
+
+
+def check_queue_fits(queue_size: int | None, images: int, dataset: str) -> None:
+    """Refuse a queue as long as the data: once ``queue_size >= images`` every query finds its
+    own key of the previous epoch among its negatives (MoCo's 65536 is sized for ImageNet's
+    1.28M images; Fashion-MNIST has 60k, CIFAR 50k)."""
+    if queue_size is None or queue_size < images:
+        return
+    fits = 1 << max(0, (images // 4).bit_length() - 1)  # a power of two at most a quarter of the data
+    raise ConfigError(
+        f"loss.queue_size={queue_size} is not below the {images} pretraining images of {dataset}: "
+        f"each query's own key from the previous epoch would be one of its negatives; set "
+        f"loss.queue_size={min(fits, 4096)} (or any value below {images})"
+    )

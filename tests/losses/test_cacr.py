@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import hydra.utils
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
 from sslkit.losses.cacr import CACR
-from tests.losses.conftest import F64, loss_and_grad
+from tests.conftest import F64, loss_and_grad
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,9 +249,36 @@ OFFICIAL_DEFAULTS = dict(alpha=1.0, beta=1.0, tau_pos=1.0, tau_neg=1.0, weightin
 def test_builds_from_yaml_with_official_defaults(name):
     path = ROOT / "configs" / "loss" / f"{name}.yaml"
     assert path.read_text().startswith("# ")
-    head = hydra.utils.instantiate(OmegaConf.load(path))
+    # composed as train.py does: cct.yaml inherits cacr.yaml through its defaults list
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        head = hydra.utils.instantiate(compose("train", overrides=[f"loss={name}"]).loss)
     assert type(head) is CACR  # cct is the first version of the same loss: same class
     for key, value in OFFICIAL_DEFAULTS.items():
         assert getattr(head, key) == value, key
     z = make_z(6, 3, 4, seed=13)
     torch.testing.assert_close(head(z).loss, reference_cacr(z), rtol=0, atol=1e-10)
+
+
+def test_two_views_warn_once_that_attraction_is_alignment():
+    head = CACR()
+    with pytest.warns(UserWarning, match="cacr with 2 views: each query has one positive"):
+        head(make_z(6, 2, 4, seed=14))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head(make_z(6, 2, 4, seed=15))  # once per head
+        CACR()(make_z(6, 5, 4, seed=16))  # the paper's 5 views: no warning
+
+
+def test_momentum_forms_warn_with_two_views():
+    from sslkit.losses.cacr_moco import CACRMoCo
+    from sslkit.losses.cacr_mocov3 import CACRMoCoV3
+
+    z, k = make_z(6, 2, 4, seed=17), make_z(6, 2, 4, seed=18)
+    queue = torch.nn.functional.normalize(make_z(8, 1, 4, seed=19)[:, 0], dim=-1)
+    with pytest.warns(UserWarning, match="cacr_moco with 2 views"):
+        CACRMoCo(queue_size=8)(z, k=k, queue=queue)
+    with pytest.warns(UserWarning, match="cacr_mocov3 with 2 views.*MoCo v3's halved"):
+        CACRMoCoV3()(z, k=k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CACRMoCoV3()(make_z(6, 4, 4, seed=20), k=k)  # 2 global + 2 local crops

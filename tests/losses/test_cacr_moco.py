@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from sslkit.losses.cacr_moco import CACRMoCo
-from tests.losses.conftest import F64, loss_and_grad
+from tests.conftest import F64, loss_and_grad
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,9 +240,10 @@ def test_builds_from_yaml_with_official_defaults():
     assert path.read_text().startswith("# ")
     head = hydra.utils.instantiate(OmegaConf.load(path))
     assert type(head) is CACRMoCo
-    # large_scale_shift_experiments/imagenet/main_ours.py argparse defaults
+    # large_scale_shift_experiments/imagenet/main_ours.py argparse defaults, but a queue that
+    # fits Fashion-MNIST / CIFAR (official K = 65536 is sized for ImageNet)
     defaults = dict(alpha=3.0, beta=3.0, tau_pos=1.0, tau_neg=1.0, intra_batch=True,
-                    momentum=0.999, queue_size=65536, normalize=True)
+                    momentum=0.999, queue_size=4096, normalize=True)
     for key, value in defaults.items():
         assert getattr(head, key) == value, key
     z, k, queue = make_inputs(4, 3, 4, 5, seed=14)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from sslkit.losses.cacr_mocov3 import CACRMoCoV3
-from tests.losses.conftest import F64, loss_and_grad
+from tests.conftest import F64, loss_and_grad
 
 ROOT = Path(__file__).resolve().parents[2]
 

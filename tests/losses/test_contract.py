@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 
 import sslkit
 from sslkit.cli import config_dir
-from tests.losses.conftest import F64, orthogonal, rand
+from tests.conftest import F64, orthogonal, rand
 
 HEADS = sorted(p.stem for p in (config_dir() / "loss").glob("*.yaml"))
 QUEUE = 24

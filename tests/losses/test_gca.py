@@ -330,7 +330,7 @@ EXPECTED_DEFAULTS = {
                          "rho1": 0.2, "rho2": 0.2, "r1": 1.0, "r2": 0.02}),
 }
 COMMON_DEFAULTS = {"normalize": True, "self_pair": "max_cost", "sim_clamp": 1e-7,
-                   "alpha": 0.0, "beta": 0.0, "solver": "auto"}
+                   "alpha": 0.0, "beta": 0.0, "groups": "domains", "solver": "auto"}
 
 
 @pytest.mark.parametrize("name", list(EXPECTED_DEFAULTS))

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from sslkit.losses.dcl import DebiasedContrastive
 from sslkit.losses.hcl import HardNegativeContrastive
 from sslkit.losses.infonce import InfoNCE
-from tests.losses.conftest import F64, assert_matches, loss_and_grad, rand_z, unit
+from tests.conftest import F64, assert_matches, loss_and_grad, rand_z, unit
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sslkit.losses.infonce import InfoNCE
 from sslkit.losses.rince import RobustInfoNCE
-from tests.losses.conftest import F64, assert_matches, loss_and_grad, rand_z, unit
+from tests.conftest import F64, assert_matches, loss_and_grad, rand_z, unit
 
 torch.set_num_threads(1)
 

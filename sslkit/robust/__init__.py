@@ -1,0 +1,1 @@
+"""Robust contrastive pretraining: adversarial views (PGD), clean/adversarial divergences, SAM."""

@@ -1,0 +1,333 @@
+"""Robust evaluation: attacks against closed-form worst cases of linear models, the sanity
+properties of robust accuracy, gradients through the attacked model, the evaluator on a real
+module, and scripts/robust_eval.py end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchattacks
+from omegaconf import OmegaConf
+from torch import nn
+
+from sslkit.augment.pipeline import ViewAugment
+from sslkit.errors import ConfigError
+from sslkit.eval.robust import ImageClassifier, LinearHead, RobustEval, robust_accuracy
+
+ROOT = Path(__file__).resolve().parent.parent
+EPS8 = 8 / 255
+
+
+def linear_model(dim: int, classes: int, seed: int = 0, dtype=torch.float64) -> nn.Module:
+    torch.manual_seed(seed)
+    lin = nn.Linear(dim, classes).to(dtype)
+    with torch.no_grad():
+        lin.weight.normal_(0, 1.0 / dim**0.5)
+        # decision boundaries through the middle of the [0, 1] box, where the test points lie
+        lin.bias.copy_(-0.5 * lin.weight.sum(1) + 0.1 * torch.randn(classes, dtype=dtype))
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def interior_images(n: int, dim: int, low: float, high: float, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (low + (high - low) * torch.rand(n, 1, 1, dim, generator=g)).double()
+
+
+def margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """logit_y - logit_j for every class j ([N, C]; 0 at j = y)."""
+    with torch.no_grad():
+        z = model(x)
+    return z.gather(1, y[:, None]) - z
+
+
+# -- closed-form worst cases of a linear model ---------------------------------------------------
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_two_class_linear_attack_matches_closed_form(norm):
+    """For logits W x + b with two classes the loss gradient always points along w_j - w_y, so
+    PGD (no random start, enough steps) lands on the exact worst case inside the ball:
+    l-inf x - eps * sign(w_y - w_j), margin reduced by eps * ||w_y - w_j||_1; l2 x - eps *
+    (w_y - w_j) / ||w_y - w_j||_2, margin reduced by eps * ||w_y - w_j||_2."""
+    dim = 64
+    model = linear_model(dim, 2)
+    x = interior_images(32, dim, 0.3, 0.7)
+    y = torch.arange(32) % 2
+    w = model[1].weight.detach()
+    diff = w[y] - w[1 - y]  # w_y - w_j, [N, D]
+    if norm == "linf":
+        eps = EPS8
+        attack = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=8, random_start=False)
+        expected = x - eps * diff.sign().view_as(x)
+        drop = eps * diff.abs().sum(1)
+    else:
+        eps = 0.5
+        attack = torchattacks.PGDL2(model, eps=eps, alpha=eps / 4, steps=8, random_start=False)
+        expected = x - eps * (diff / diff.norm(dim=1, keepdim=True)).view_as(x)
+        drop = eps * diff.norm(dim=1)
+    adv = attack(x, y)
+    assert adv.dtype == torch.float64
+    torch.testing.assert_close(adv, expected, atol=1e-8, rtol=0)
+    before = margins(model, x, y).gather(1, (1 - y)[:, None]).squeeze(1)
+    after = margins(model, adv, y).gather(1, (1 - y)[:, None]).squeeze(1)
+    torch.testing.assert_close(before - after, drop, atol=1e-8, rtol=0)
+
+
+def test_multiclass_linear_attack_bounded_by_closed_form():
+    """Ten classes: no point of the l-inf ball lowers margin j below m_j - eps * ||w_y - w_j||_1,
+    so PGD's adversarial margins respect that bound and PGD's accuracy is at least the exact
+    robust accuracy (the fraction whose every bound stays positive); the closed-form worst point
+    itself is misclassified exactly where the bound says."""
+    dim, classes, eps = 64, 10, EPS8
+    model = linear_model(dim, classes)
+    x = interior_images(256, dim, 0.1, 0.9)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # all clean-correct
+    y[::7] = (y[::7] + 1) % classes  # some clean-wrong ones too
+    w = model[1].weight.detach()
+    l1 = (w[y][:, None, :] - w[None, :, :]).abs().sum(-1)  # [N, C]
+    bound = margins(model, x, y) - eps * l1
+    bound.scatter_(1, y[:, None], float("inf"))
+    exact_robust = (bound > 0).all(1)
+    adv = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=20, random_start=False)(x, y)
+    assert (adv - x).abs().max() <= eps + 1e-12
+    adv_margin = margins(model, adv, y)
+    adv_margin.scatter_(1, y[:, None], float("inf"))
+    assert (adv_margin >= bound - 1e-9).all()
+    attacks = {"pgd": torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=20, random_start=False)}
+    acc = robust_accuracy(model, attacks, [(x, y)], "cpu")
+    assert acc["pgd"] >= exact_robust.double().mean().item() - 1e-12
+    assert acc["pgd"] < acc["clean"]  # eps = 8/255 breaks some of them
+    # the closed-form worst point of the most vulnerable class
+    j = bound.argmin(1)
+    worst = x - eps * (w[y] - w[j]).sign().view_as(x)
+    with torch.no_grad():
+        still_right = model(worst).argmax(1) == y
+    assert torch.equal(still_right, exact_robust)
+
+
+# -- sanity properties ----------------------------------------------------------------------------
+def small_classifier(seed: int = 0, crop: int = 12) -> ImageClassifier:
+    torch.manual_seed(seed)
+    aug = ViewAugment(views=2, crop_size=crop, mean=(0.5,), std=(0.25,))
+    enc = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    head = LinearHead(torch.zeros(32), torch.ones(32), 4)
+    model = ImageClassifier(aug.eval_transform, enc, head)
+    model.train()
+    with torch.no_grad():  # give BatchNorm running statistics
+        for _ in range(3):
+            model(torch.rand(64, 1, 16, 16))
+    return model.eval()
+
+
+def labelled_batch(model: nn.Module, n: int = 128, seed: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    with torch.no_grad():
+        y = model(x.float() / 255).argmax(1)
+    y[::3] = (y[::3] + 1) % 4  # 2/3 clean-correct
+    return x, y
+
+
+def test_eps_zero_equals_clean_and_attacks_never_exceed_clean():
+    model = small_classifier()
+    x, y = labelled_batch(model)
+    attacks = {
+        "pgd0": torchattacks.PGD(model, eps=0.0, alpha=EPS8 / 4, steps=5, random_start=True),
+        "l2_0": torchattacks.PGDL2(model, eps=0.0, alpha=0.1, steps=5, random_start=True),
+        "fgsm0": torchattacks.FGSM(model, eps=0.0),
+        "pgd8": torchattacks.PGD(model, eps=EPS8, alpha=EPS8 / 4, steps=10),
+        "fgsm8": torchattacks.FGSM(model, eps=EPS8),
+    }
+    acc = robust_accuracy(model, attacks, [(x, y)], "cpu")
+    assert acc["clean"] == pytest.approx(2 / 3, abs=0.02)
+    assert acc["pgd0"] == acc["l2_0"] == acc["fgsm0"] == acc["clean"]
+    assert acc["pgd8"] <= acc["clean"] and acc["fgsm8"] <= acc["clean"]
+    assert acc["pgd8"] < acc["clean"]
+    # an "attack" that moves each image towards its label (so it fixes clean mistakes) still
+    # cannot lift them: robust means right on the clean point too
+    lin = linear_model(64, 2)
+    xl = interior_images(128, 64, 0.0, 1.0)
+    yl = torch.randint(0, 2, (128,), generator=torch.Generator().manual_seed(4))
+    w = lin[1].weight.detach()
+
+    def helpful(images, labels):
+        return (images + 0.5 * (w[labels] - w[1 - labels]).sign().view_as(images)).clamp(0, 1)
+
+    acc = robust_accuracy(lin, {"helpful": helpful}, [(xl, yl)], "cpu")
+    with torch.no_grad():
+        raw = (lin(helpful(xl, yl)).argmax(1) == yl).double().mean().item()
+    assert raw > acc["clean"] + 0.2 and acc["helpful"] == acc["clean"]
+
+
+def test_more_steps_or_larger_eps_never_raise_accuracy():
+    """On a fixed model, without random start: the two-class linear model provably (its
+    attack direction never changes), and a small convnet at the evaluator's settings."""
+    lin = linear_model(64, 2).float()
+    xl = interior_images(256, 64, 0.0, 1.0).float()
+    with torch.no_grad():
+        yl = lin(xl).argmax(1)
+    cnn = small_classifier()
+    xc, yc = labelled_batch(cnn, n=256)
+    for model, x, y in ((lin, xl, yl), (cnn, xc, yc)):
+        eps_grid = [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
+        by_eps = robust_accuracy(model, {
+            e: torchattacks.PGD(model, eps=e, alpha=e / 4, steps=10, random_start=False)
+            for e in eps_grid}, [(x, y)], "cpu")
+        seq = [by_eps[e] for e in eps_grid]
+        assert all(a >= b for a, b in zip(seq, seq[1:])), seq
+        assert seq[-1] < seq[0]
+        steps_grid = [1, 2, 5, 10, 20]
+        by_steps = robust_accuracy(model, {
+            s: torchattacks.PGD(model, eps=4 / 255, alpha=1 / 255, steps=s, random_start=False)
+            for s in steps_grid}, [(x, y)], "cpu")
+        seq = [by_steps[s] for s in steps_grid]
+        assert all(a >= b for a, b in zip(seq, seq[1:])), seq
+
+
+def test_random_start_is_seeded():
+    model = small_classifier()
+    x, y = labelled_batch(model)
+    attacks = {"pgd": torchattacks.PGD(model, eps=EPS8, alpha=EPS8 / 8, steps=2, random_start=True)}
+    a = robust_accuracy(model, attacks, [(x, y)], "cpu", seed=5)
+    torch.manual_seed(123)  # the global RNG does not matter
+    b = robust_accuracy(model, attacks, [(x, y)], "cpu", seed=5)
+    assert a == b
+
+
+def test_gradients_reach_the_input_through_normalisation_and_resize():
+    """float64 gradcheck of image -> eval_transform (resize 16 -> 12, normalise) -> encoder ->
+    head: the attacked model is differentiable in the input, as attacks need."""
+    torch.manual_seed(0)
+    aug = ViewAugment(views=2, crop_size=12, mean=(0.5,), std=(0.25,)).double()
+    enc = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    enc = enc.double()
+    head = LinearHead(torch.zeros(3), torch.ones(3), 4).double()
+    model = ImageClassifier(aug.eval_transform, enc, head).eval()
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(model, (x,))
+    cnn = small_classifier()
+    x = torch.rand(4, 1, 16, 16, requires_grad=True)
+    nn.functional.cross_entropy(cnn(x), torch.tensor([0, 1, 2, 3])).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# -- the evaluator on a real module ---------------------------------------------------------------
+def robust_cfg(**overrides):
+    cfg = OmegaConf.load(ROOT / "configs" / "eval" / "robust.yaml")
+    cfg.merge_with_dotlist([f"{k}={v}" for k, v in overrides.items()])
+    return cfg
+
+
+def test_config_refuses_bad_modes_and_skips():
+    from sslkit.run import instantiate
+
+    with pytest.raises(ConfigError, match=r"choose from \['slf', 'alf', 'aff'\]"):
+        instantiate(robust_cfg(modes="[slf,nope]"), "eval.robust")
+    with pytest.raises(ConfigError, match="autoattack"):
+        instantiate(robust_cfg(skip="[pgd]"), "eval.robust")
+    with pytest.raises(ConfigError, match="init"):
+        instantiate(robust_cfg(**{"alf.init": "zeros"}), "eval.robust")
+    with pytest.raises(ConfigError, match=r"eval.robust.aff: unknown \['lrr'\]"):
+        instantiate(robust_cfg(**{"aff.lrr": 0.1}), "eval.robust")
+
+
+def smoke_module_and_data():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from sslkit.run import build_datamodule, build_module
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke"])
+    with open_dict(cfg):
+        cfg.logger = None  # its save_dir is Hydra's runtime dir, unset outside a run
+    torch.manual_seed(0)
+    module = build_module(cfg).eval()
+    dm = build_datamodule(cfg)
+    dm.setup("validate")
+    return module, dm
+
+
+def test_evaluator_modes_on_a_real_module(tmp_path):
+    from hydra.utils import instantiate
+
+    from sslkit.eval.context import EvalContext
+
+    module, dm = smoke_module_and_data()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    evaluator = instantiate(robust_cfg(test_size=48, batch_size=32, **{
+        "slf.epochs": 5, "alf.train_size": 32, "alf.batch_size": 16, "aff.train_size": 32,
+        "aff.batch_size": 16, "attacks.pgd20_linf_8.steps": 3, "attacks.pgd20_linf_2.steps": 3,
+        "attacks.pgd20_l2_0p5.steps": 3, "train_attack.steps": 2}))
+    out = evaluator(EvalContext(module=module, datamodule=dm, run_dir=tmp_path, seed=0))
+    assert set(out) == {"slf", "alf", "aff", "settings"}
+    for mode in ("slf", "alf", "aff"):
+        assert set(out[mode]) == {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5",
+                                  "fgsm_linf_8"}
+        assert all(0 <= v <= out[mode]["clean"] for v in out[mode].values())
+        assert out[mode]["clean"] > 0.25  # 4 separable classes, chance 0.25
+    assert out["settings"]["test_size"] == 48
+    # AFF trains a copy: the pretrained module is left as it was
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    json.dumps(out)
+
+
+def doc_commands() -> list[str]:
+    """The commands of the ```bash blocks of docs/robust.md's "## Robust evaluation" section."""
+    text = (ROOT / "docs" / "robust.md").read_text()
+    section = text[text.index("## Robust evaluation"):]
+    nxt = section.find("\n## ", 3)
+    section = section if nxt < 0 else section[:nxt]
+    blocks = section.split("```bash\n")[1:]
+    return [ln for b in blocks for ln in b.split("```")[0].splitlines() if ln.strip()]
+
+
+SMOKE = {  # appended to the documented commands: later key=value pairs win
+    "train.py": ["experiment=smoke"],
+    "scripts/robust_eval.py": ["eval.robust.test_size=32", "eval.robust.alf.train_size=32",
+                               "eval.robust.aff.train_size=32", "eval.robust.slf.epochs=5"],
+}
+
+
+@pytest.mark.slow
+def test_documented_commands_run_at_smoke_scale(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    commands = doc_commands()
+    assert [c.split()[1] for c in commands] == ["train.py"] + ["scripts/robust_eval.py"] * 3
+    run_dir = tmp_path / "fm1"
+    for command in commands:
+        command = command.replace("runs/fm1", str(run_dir))
+        command = command.replace("/tmp/robust.json", str(tmp_path / "robust.json"))
+        python, script, *args = command.split()
+        assert python == "python"
+        proc = subprocess.run([sys.executable, script, *args, *SMOKE[script]], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, (command, proc.stderr[-3000:])
+    attacks = {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5", "fgsm_linf_8"}
+    # the last command to write eval/robust.json ran SLF with AutoAttack
+    result = json.loads((run_dir / "eval" / "robust.json").read_text())
+    assert set(result) == {"slf", "settings"} and set(result["slf"]) == attacks | {"autoattack"}
+    assert all(v <= result["slf"]["clean"] for v in result["slf"].values())
+    assert result["settings"]["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
+    result = json.loads((tmp_path / "robust.json").read_text())
+    assert set(result) == {"slf", "alf", "aff", "settings"} and set(result["alf"]) == attacks
+
+
+@pytest.mark.slow
+def test_robust_eval_script_refuses_bad_settings_in_one_line(tmp_path):
+    ckpt = tmp_path / "none.ckpt"
+    for args, needle in (([], "no such file"),
+                         (["eval.robust.modes=[slf,xlf]"], "choose from ['slf', 'alf', 'aff']"),
+                         (["eval.robust.skip=[pgd]"], "unknown attacks ['pgd']")):
+        proc = subprocess.run([sys.executable, "scripts/robust_eval.py", f"checkpoint={ckpt}", *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
