@@ -84,24 +84,41 @@ def test_the_docs_have_commands():
     assert len(COMMANDS) > 10 and any(c == "python train.py" for _, c in COMMANDS)
 
 
-@pytest.mark.parametrize("where,cmd", COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])
-def test_documented_command_runs(where, cmd, data_root, tmp_path, request):
-    reason = skip_reason(cmd)
-    if reason:
-        pytest.skip(reason)
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """Where ``runs/...`` of the docs points: shared, so a command can use an earlier one's run."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -> list[str]:
     argv = shlex.split(cmd)
     if "runs/.../" in cmd:
         ckpt = str(request.getfixturevalue("checkpoint"))
         argv = [re.sub(r"runs/\.\.\./checkpoints/last\.ckpt", ckpt, a) for a in argv]
+    argv = [re.sub(r"(?<![\w/.])runs/", f"{runs}/", a) for a in argv]
     argv[0] = sys.executable
     if argv[1] == "train.py":
-        argv += smoke_scale(data_root, tmp_path / "run")
+        own_dir = any(a.startswith("hydra.run.dir=") for a in argv)
+        argv += smoke_scale(data_root, tmp_path / "run")[: -1 if own_dir else None]
     elif argv[1] == "scripts/bench.py":
         argv = [a if a != "/tmp/b.json" else str(tmp_path / "b.json") for a in argv]
         argv += ["--quick"] + ([] if "--out" in argv else ["--out", str(tmp_path / "bench.json")])
         argv += [] if "--threads" in argv else ["--threads", "1"]
     elif argv[1] == "scripts/linear_probe.py":
         argv += ["eval.final.linear_probe.epochs=2", "eval.final.knn.k=5", f"out={tmp_path / 'p.json'}"]
+    elif argv[1] == "scripts/train_prior.py":
+        argv += ["experiment=smoke", "threads=1", "prior.epochs=1", f"prior.cache_dir={tmp_path}"]
+    elif argv[1] == "scripts/robust_eval.py":
+        argv += ["eval.robust.test_size=32", "eval.robust.alf.train_size=32", f"out={tmp_path / 'r.json'}"]
+    return argv
+
+
+@pytest.mark.parametrize("where,cmd", COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])
+def test_documented_command_runs(where, cmd, data_root, runs_dir, tmp_path, request):
+    reason = skip_reason(cmd)
+    if reason:
+        pytest.skip(reason)
+    argv = smoke_argv(cmd, data_root, runs_dir, tmp_path, request)
     proc = run(argv)
     assert proc.returncode == 0, f"{where}: {cmd}\n{proc.stderr[-3000:]}"
 
