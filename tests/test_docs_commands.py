@@ -38,8 +38,11 @@ def skip_reason(cmd: str) -> str | None:
         return "make targets create and install .venv first (make train/test/bench are the full jobs)"
     if cmd.startswith(("srun", "torchrun")) or "trainer=slurm" in cmd or "hydra/launcher=slurm" in cmd:
         return "SLURM: needs a cluster"
-    if "trainer=ddp" in cmd or "trainer=gpu" in cmd:
-        return "needs GPUs (DDP on CPU with 2 processes runs in tests/test_distributed.py)"
+    recipe = re.search(r"experiment=(\w+)", cmd)
+    recipe_text = (ROOT / "configs" / "experiment" / f"{recipe.group(1)}.yaml").read_text() if recipe else ""
+    if "trainer=ddp" in cmd or "trainer=gpu" in cmd or re.search(r"/trainer: (gpu|ddp)", recipe_text):
+        return ("needs GPUs (recipes build on stand-in files in tests/test_experiments.py; DDP on "
+                "CPU with 2 processes runs in tests/test_distributed.py)")
     if " -m " in f"{cmd} ":
         return "multirun of many jobs (the sweep configs compose in tests/test_sweep.py)"
     if "scripts/sweep_report.py" in cmd:
