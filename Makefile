@@ -11,7 +11,7 @@ ARGS ?=
 install: $(STAMP)
 
 # reinstall only when the dependencies change
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'

@@ -7,7 +7,7 @@
 Sections (``--only``):
 
 * ``trainer``: train-step images/s of the framework's module (``configs/train.yaml`` defaults:
-  convnet, grey augment, InfoNCE, AdamW; Fashion-MNIST 28x28 grey, batch 512) fitted by a real
+  convnet, grey augment, AU head, AdamW; Fashion-MNIST 28x28 grey, batch 512) fitted by a real
   Lightning Trainer, bare and with train.py's callbacks and CSV logger, against a minimal plain
   PyTorch loop over the same model, data, augment, loss and optimiser. Overhead = 1 - ratio.
 * ``augment``: the batched on-device ``ViewAugment`` images/s against the model's training

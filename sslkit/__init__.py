@@ -1,0 +1,18 @@
+"""sslkit: self-supervised contrastive representation learning on Lightning + Hydra.
+
+``sslkit.train(overrides=[...])`` runs what ``python train.py ...`` runs and returns its summary;
+``sslkit.compose(overrides)`` gives the config it would use. Loss heads: ``sslkit.losses``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["train", "compose"]
+
+
+def __getattr__(name: str):
+    # lazy: `import sslkit` stays light for the CLI, which parses arguments before torch loads
+    if name in __all__:
+        from sslkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sslkit' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Command-line helpers: refuse unknown config choices in one line, print the run summary."""
+"""The ``train.py`` / ``sslkit-train`` command: refuse unknown config choices in one line, run,
+print the run summary."""
 
 from __future__ import annotations
 
@@ -6,7 +7,23 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+import hydra
+from omegaconf import DictConfig
+
+from sslkit.errors import ConfigError, UserError
+
+
+def config_dir() -> Path:
+    """The ``configs/`` folder: ``sslkit/configs`` in an installed package (the wheel maps the
+    checkout's root ``configs/`` there), else the checkout's ``configs/`` beside ``sslkit/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"sslkit configs not found in {here / 'configs'} or {here.parent / 'configs'}")
+
+
+CONFIG_DIR = config_dir()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -23,7 +40,7 @@ def evaluators() -> list[str]:
     """Every offline evaluator config: ``configs/eval/NAME.yaml`` with a ``_target_``."""
     return [name for name in choices("eval")
             if any(line.startswith("_target_:") for line in
-                   (CONFIG_DIR / "eval" / f"{name}.yaml").read_text().splitlines())]
+                   (config_dir() / "eval" / f"{name}.yaml").read_text().splitlines())]
 
 
 def expand_eval_all(argv: list[str]) -> list[str]:
@@ -33,6 +50,13 @@ def expand_eval_all(argv: list[str]) -> list[str]:
 
 
 def check_choices(argv: list[str]) -> None:
+    try:
+        choice_errors(argv)
+    except ConfigError as err:
+        fail(str(err))
+
+
+def choice_errors(argv: list[str]) -> None:
     """``group=value`` for a config group whose folder has no ``value.yaml`` -> one-line error
     listing the valid choices (Hydra's own message spans a screen). A multirun list
     (``loss=infonce,dcl``) is checked value by value, and so is a list-selected group
@@ -52,7 +76,7 @@ def check_choices(argv: list[str]) -> None:
             if not item:
                 continue
             if item not in valid and item != "null":
-                fail(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
+                raise ConfigError(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
 
 
 def check_composes(argv: list[str], config_name: str = "train") -> None:
@@ -70,13 +94,40 @@ def check_composes(argv: list[str], config_name: str = "train") -> None:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        text = str(err)
-        if text.startswith("Could not override '"):
-            key = text.split("'")[1]
-            fail(f"unknown config key '{key}'; check the spelling (`--cfg job` "
-                 f"prints every key) or write +{key}=... to add a new one")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        fail("; ".join(lines[:3]) or type(err).__name__)
+        fail(describe_compose_error(err))
+
+
+def describe_compose_error(err: Exception) -> str:
+    text = str(err)
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        return (f"unknown config key '{key}'; check the spelling (`python train.py --cfg job` "
+                f"prints every key) or write +{key}=... to add a new one")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "; ".join(lines[:3]) or type(err).__name__
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    from sslkit.run import train  # heavy imports after Hydra has parsed the command line
+
+    try:
+        summary = train(cfg)
+    except UserError as err:
+        fail(str(err))
+    if summary:
+        print_summary(summary)
+        # what a sweeper optimises (hydra-optuna-sweeper): the summary key named by `objective`
+        return summary.get(cfg.get("objective") or "linear_probe_top1")
+    return None
+
+
+def main() -> None:
+    """``python train.py ARGS`` and the ``sslkit-train`` console script."""
+    sys.argv[1:] = expand_eval_all(sys.argv[1:])
+    check_choices(sys.argv[1:])
+    check_composes(sys.argv[1:])
+    hydra_main()
 
 
 def print_summary(summary: dict) -> None:

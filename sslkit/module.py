@@ -9,7 +9,6 @@ by ``training_step`` / ``validation_step``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -99,7 +98,6 @@ class ContrastiveModule(L.LightningModule):
         self.final_lr_ratio = final_lr_ratio
         self.channels_last = channels_last
         self.config = config or {}
-        self._step_started = 0.0
         self.guard = NonFiniteGuard(nonfinite, max_nonfinite_skips)
         self._augment_gen: torch.Generator | None = None
         if channels_last:
@@ -226,18 +224,11 @@ class ContrastiveModule(L.LightningModule):
 
         return Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
-
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.key_net is not None:
             progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
             m = self.key_net.update(self.online, progress)
             self.log("train/momentum", m, batch_size=batch["image"].shape[0])
-        seconds = time.perf_counter() - self._step_started
-        views = batch["image"].shape[0] * self.augment.num_views * self.trainer.world_size
-        self.log("train/views_per_s", views / max(seconds, 1e-9), prog_bar=True,
-                 batch_size=batch["image"].shape[0])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return {"features": self.features(batch["image"]), "labels": batch["label"]}

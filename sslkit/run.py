@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,6 +25,9 @@ from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, s
 from sslkit.parts.queue import check_queue_fits
 from sslkit.preemption import Preemption
 from sslkit.prior.base import absolute_paths, setup_prior
+from sslkit.runlog import RunLog, progress_bar
+from sslkit.schema import validate
+from sslkit.throughput import Throughput
 
 
 def instantiate(cfg: DictConfig, what: str, *args, **kwargs):
@@ -68,11 +71,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     ckpt_dir = run_dir / "checkpoints"
     ck = cfg.checkpoint
     callbacks += [
-        # last.ckpt after every epoch (Lightning's save_last only follows a new best), and
-        # every N steps if asked
+        # last.ckpt after every epoch (Lightning's save_last only follows a new best)
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                        every_n_train_steps=ck.every_n_train_steps,
                         save_on_train_epoch_end=True, enable_version_counter=False),
+        # and every N steps if asked: a second callback, as one given steps stops saving at
+        # epoch ends (Lightning makes the two triggers mutually exclusive)
+        *([ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                           every_n_train_steps=ck.every_n_train_steps,
+                           enable_version_counter=False)]
+          if ck.every_n_train_steps else []),
         ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/online_probe_top1",
                         mode="max", save_top_k=1, enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
@@ -80,7 +87,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
                            mode="max", save_top_k=ck.keep_last, auto_insert_metric_name=False,
                            save_on_train_epoch_end=True, enable_version_counter=False)]
           if ck.keep_last else []),
-        TQDMProgressBar(refresh_rate=cfg.progress_bar_refresh_rate),
+        progress_bar(cfg.progress_bar_refresh_rate),
+        Throughput(),
+        RunLog(run_dir / "train.log"),
         Preemption(ckpt_dir / "last.ckpt"),
     ]
     loggers = [instantiate(c, f"logger") for c in cfg.logger.values() if c] if cfg.logger else []
@@ -206,10 +215,18 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | None = None) -> dict:
+    """Pretrain, probe and summarise the run of ``cfg`` into ``run_dir`` (default: the Hydra
+    job's output dir); ``choices`` (group -> option, e.g. ``{"loss": "cacr"}``) labels the
+    summary. ``sslkit.train`` composes ``cfg`` from overrides outside the Hydra CLI."""
     started = time.perf_counter()
     quiet_lightning()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if run_dir is None or choices is None:
+        runtime = HydraConfig.get().runtime
+        run_dir = runtime.output_dir if run_dir is None else run_dir
+        choices = dict(runtime.choices) if choices is None else choices
+    run_dir = Path(run_dir)
+    validate(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if torch.cuda.is_available():
@@ -232,6 +249,8 @@ def train(cfg: DictConfig) -> dict:
         check_same_model(ckpt, resume[1]["state_dict"], module)
         del resume  # Lightning loads the file again itself; do not hold a second copy
     trainer = build_trainer(cfg, run_dir)
+    for logger in trainer.loggers:  # the resolved config: hparams.yaml (csv), wandb's config
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     if ckpt is not None and trainer.is_global_zero:
         print(f"resuming from {ckpt}")
     try:
@@ -259,7 +278,7 @@ def train(cfg: DictConfig) -> dict:
         "pretrain_seconds": pretrain_seconds,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "loss": HydraConfig.get().runtime.choices.get("loss"),
+        "loss": choices.get("loss"),
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt_dir / "last.ckpt"),
         "best_checkpoint": str(ckpt_dir / "best.ckpt") if (ckpt_dir / "best.ckpt").exists() else None,
@@ -267,6 +286,8 @@ def train(cfg: DictConfig) -> dict:
         "threads": torch.get_num_threads(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (run_dir / "train.log").open("a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} summary: {json.dumps(summary)}\n")
     return summary
 
 

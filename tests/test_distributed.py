@@ -284,8 +284,8 @@ def test_train_py_ddp_on_cpu(tmp_path):
     assert {"val/knn_top1", "val/online_probe_top1", "train/online_probe_loss",
             "metrics/encoder_rankme"} <= set(header)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "checkpoints", "eval", "metrics.csv",
-                                                          "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "checkpoints", "eval", "hparams.yaml",
+                                                          "metrics.csv", "summary.json", "train.log"]
 
 
 if __name__ == "__main__":

@@ -80,13 +80,13 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path):
 
 def start_and_signal(run_dir, sig, after_batches: int, *args: str) -> subprocess.CompletedProcess:
     """Start `train.py`, wait until the second epoch has run `after_batches` batches (read from
-    the progress bar), send `sig`, wait for the process to end."""
+    the progress lines), send `sig`, wait for the process to end."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = run_dir.parent / f"{run_dir.name}.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"],
                                 cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        pattern = re.compile(rf"Epoch 1:\s+\d+%\|[^|]*\|\s*{after_batches}/")
+        pattern = re.compile(rf"epoch 2/\d+ batch {after_batches}/")
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             if pattern.search(log.read_text(errors="ignore")):

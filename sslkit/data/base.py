@@ -101,10 +101,27 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         imbalance_profile: str = "exponential",
         pin_memory: bool = False,
+        in_chans: int | None = None,
+        image_size: int | None = None,
+        num_classes: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         domain_shift: Sequence[str] | None = None,
-        **_: object,
     ) -> None:
         super().__init__()
+        # the data config is the one place other groups read these from (``${data.in_chans}``):
+        # a value that contradicts the dataset is refused rather than silently ignored
+        for key, given in (("in_chans", in_chans), ("image_size", image_size),
+                           ("num_classes", num_classes)):
+            fixed = getattr(self, key)
+            if given is not None and fixed and given != fixed:
+                raise ConfigError(f"data.{key}={given} contradicts {self.name}, whose images have "
+                                  f"{key}={fixed}; remove the override or set it to {fixed}")
+        for key, stats in (("mean", mean), ("std", std)):
+            if stats is not None and len(stats) != self.in_chans:
+                raise ConfigError(f"data.{key}={list(stats)} has {len(stats)} values for "
+                                  f"{self.in_chans} channel(s) of {self.name}; give one per channel")
+        self.mean, self.std = mean, std
         self.root = Path(root).expanduser()
         self.download = download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size

@@ -73,9 +73,11 @@ class ImageFolder(ImageDataModule):
         image_size: int = 224,
         load_size: int | None = None,
         class_list: str | None = None,
+        num_classes: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.expected_classes = num_classes
         self.dirs = {"train": train_dir, "test": test_dir}
         self.image_size = image_size
         self.load_size = load_size or image_size
@@ -92,5 +94,11 @@ class ImageFolder(ImageDataModule):
 
     def load_split(self, split: str) -> FolderImages:
         data = FolderImages(self.root / self.dirs[split], self.load_size, self.classes)
+        if self.expected_classes is not None and len(data.classes) != self.expected_classes:
+            raise DataError(
+                f"data.num_classes={self.expected_classes} but {self.root / self.dirs[split]} has "
+                f"{len(data.classes)} class folders; set data.num_classes={len(data.classes)} "
+                "(or null to count them)"
+            )
         self.num_classes = len(data.classes)
         return data

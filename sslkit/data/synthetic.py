@@ -25,9 +25,10 @@ class Synthetic(ImageDataModule):
         num_classes: int = 4,
         **kwargs,
     ) -> None:
+        # set before the base class checks mean/std against in_chans
+        self.image_size, self.in_chans, self.num_classes = image_size, in_chans, num_classes
         super().__init__(**kwargs)
         self.sizes = {"train": num_train, "test": num_test}
-        self.image_size, self.in_chans, self.num_classes = image_size, in_chans, num_classes
 
     def load_split(self, split: str) -> TensorImages:
         gen = torch.Generator().manual_seed(self.seed)

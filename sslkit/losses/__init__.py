@@ -1,0 +1,20 @@
+"""Loss heads: ``head(z, **extras) -> LossOutput(loss, logs)`` (see each class for its paper)."""
+
+from sslkit.losses.au import AlignUniform
+from sslkit.losses.base import LossOutput
+from sslkit.losses.cacr import CACR
+from sslkit.losses.cacr_moco import CACRMoCo
+from sslkit.losses.cacr_mocov3 import CACRMoCoV3
+from sslkit.losses.dcl import DebiasedContrastive, DecoupledContrastive
+from sslkit.losses.dunif import DecoupledUniformity
+from sslkit.losses.gca import GCAINCE, GCARINCE, GCAUOT, HSINCE, HSRINCE
+from sslkit.losses.hcl import HardNegativeContrastive
+from sslkit.losses.infonce import InfoNCE
+from sslkit.losses.moco import MoCo
+from sslkit.losses.rince import RobustInfoNCE
+
+__all__ = [
+    "AlignUniform", "CACR", "CACRMoCo", "CACRMoCoV3", "DebiasedContrastive", "DecoupledContrastive",
+    "DecoupledUniformity", "GCAINCE", "GCARINCE", "GCAUOT", "HSINCE", "HSRINCE",
+    "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo", "RobustInfoNCE",
+]

@@ -51,6 +51,16 @@ class AlignUniform(nn.Module):
         align_w: weight of the alignment term (official default 1).
         unif_w: weight of the uniformity term (official default 1).
         normalize: L2-normalise the projections (the official encoder ends with an L2Norm).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import AlignUniform
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = AlignUniform()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()

@@ -93,6 +93,16 @@ class CACR(nn.Module):
     (distance and weight :math:`w^+` of every query-positive pair) and
     ``neg_pair_sqdist``/``neg_pair_weight`` ``[P, B, B]`` (every query-negative pair of each
     view pair; the diagonal, the positive pair, has weight 0).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import CACR
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = CACR()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()

@@ -79,6 +79,16 @@ class CACRMoCo(nn.Module):
     ``neg_w_entropy``/``neg_w_max`` (per-query mean entropy / largest weight),
     ``neg_w_intra`` (weight mass on in-batch negatives), ``pos_sqdist`` (query to other views'
     keys), ``queue_sqdist`` (query to queue).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import CACRMoCo
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = CACRMoCo(queue_size=32)(z, k=torch.randn(8, 2, 16), queue=torch.randn(32, 16))
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"k", "queue"})

@@ -82,6 +82,16 @@ class CACRMoCoV3(nn.Module):
     ``pos_cos``/``neg_cos`` (mean cosine of query to its key / to other instances' keys);
     rbf: ``infonce`` (unweighted mean cross-entropy); euclidean: ``attraction``,
     ``repulsion``, ``neg_w_entropy``, ``neg_w_max``.
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import CACRMoCoV3
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = CACRMoCoV3()(z, k=torch.randn(8, 2, 16))
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"k"})

@@ -119,6 +119,16 @@ class DebiasedContrastive(nn.Module):
         temperature: :math:`\tau` (official default 0.5).
         tau_plus: class prior :math:`\tau^+` in [0, 1) (official default 0.1).
         normalize: L2-normalise the projections (the official model does).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import DebiasedContrastive
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = DebiasedContrastive()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -165,6 +175,16 @@ class DecoupledContrastive(nn.Module):
     Args:
         temperature: :math:`\tau` (default 0.1, as both reference implementations).
         normalize: L2-normalise the projections.
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import DecoupledContrastive
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = DecoupledContrastive()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()

@@ -61,6 +61,16 @@ class DecoupledUniformity(nn.Module):
     metric, lower is better aligned), ``unif`` (the loss), and with a kernel ``cme_diag``
     (mean of :math:`\alpha_{ii}`) and ``cme_offdiag`` (mean over ``i`` of
     :math:`\sum_{j\ne i}|\alpha_{ij}|`), how much a centroid borrows from other instances.
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import DecoupledUniformity
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = DecoupledUniformity()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: frozenset[str] = frozenset()  # set per instance: {"prior"} with a kernel

@@ -402,6 +402,16 @@ class HSINCE(_GCAHead):
     ``gca_loss_cifar.hs_ince``. With ``self_pair="mask"``, ``sim_clamp=None`` and V = 2 this
     is exactly NT-Xent / :class:`~sslkit.losses.infonce.InfoNCE` at temperature ``epsilon``;
     the official default keeps the self pair with logit :math:`\min S/\varepsilon`.
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import HSINCE
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = HSINCE()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     unit_marginals = True
@@ -443,6 +453,16 @@ class GCAINCE(_GCAHead):
     of them. Chen et al., NeurIPS 2024 (GCA-INCE); official ``gca_loss_cifar.gca_ince``
     (marginals :math:`\mu = \nu = 1`; the log-loss via ``F.cross_entropy(P.log())``
     renormalises each row of P).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import GCAINCE
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = GCAINCE()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     unit_marginals = True
@@ -488,6 +508,16 @@ class HSRINCE(_GCAHead):
     For V = 2: :math:`-(K_{ap}/N)^q/q + (\lambda\sum_b K_{pb})^q/q`, RINCE (Chuang et al., CVPR
     2022) on Gibbs-kernel similarities. Chen et al., NeurIPS 2024; official
     ``gca_loss_cifar.hs_rince``. Defaults q = 0.98, lam = 0.01 from the official CIFAR config.
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import HSRINCE
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = HSRINCE()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     def __init__(
@@ -541,6 +571,16 @@ class GCARINCE(_GCAHead):
         + \frac1q\Big(\lambda\sum_p\hat T_{ap}\frac{1}{u^{(T)}_p}\Big)^q\Big]
 
     which is :class:`HSRINCE` for T = 1. Chen et al., NeurIPS 2024 (GCA-RINCE).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import GCARINCE
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = GCARINCE()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     def __init__(
@@ -602,6 +642,16 @@ class GCAUOT(_GCAHead):
     Chen et al., NeurIPS 2024 (GCA-UOT); official ``gca_loss_cifar.gca_uot`` (a port of POT's
     ``sinkhorn_stabilized_unbalanced``). Defaults from the official CIFAR-10 config:
     rho1 = rho2 = 0.2, q = 0.98, lam = 0.01, r1 = 1, r2 = 0.02.
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import GCAUOT
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = GCAUOT()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     def __init__(

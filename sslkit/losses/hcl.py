@@ -46,6 +46,16 @@ class HardNegativeContrastive(nn.Module):
 
     Logs the entropy (nats) and the largest value of the normalised negative weights
     :math:`e^{\beta s_{an}}/\sum_n e^{\beta s_{an}}`, averaged over anchors.
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import HardNegativeContrastive
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = HardNegativeContrastive()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()

@@ -34,6 +34,16 @@ class InfoNCE(nn.Module):
     Args:
         temperature: :math:`\tau`.
         normalize: L2-normalise the projections first (SimCLR does).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import InfoNCE
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = InfoNCE()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     def __init__(self, temperature: float = 0.5, normalize: bool = True) -> None:

@@ -46,6 +46,17 @@ class MoCo(nn.Module):
         normalize: L2-normalise queries and keys (the official model does).
         shuffle_bn: the training module runs the key encoder with shuffle BN (the official
             builder shuffles; ``model.shuffle_bn_groups`` sets the groups in one process).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import MoCo
+        >>> z = torch.randn(8, 1, 16, requires_grad=True)  # the query view of 8 instances
+        >>> k = torch.randn(8, 1, 16)  # the momentum keys of the other view
+        >>> out = MoCo(queue_size=32)(z, k=k, queue=torch.randn(32, 16))
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 1, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"k", "queue"})

@@ -36,6 +36,16 @@ class RobustInfoNCE(nn.Module):
         q: :math:`q \in (0, 1]` (official default 0.1).
         lam: :math:`\lambda > 0`, weight of the density term (official default 0.01).
         normalize: L2-normalise the projections (the official code feeds unit vectors).
+
+    Example::
+
+        >>> import torch
+        >>> from sslkit.losses import RobustInfoNCE
+        >>> z = torch.randn(8, 2, 16, requires_grad=True)  # [instances, views, dim]
+        >>> out = RobustInfoNCE()(z)
+        >>> out.loss.backward()
+        >>> z.grad.shape
+        torch.Size([8, 2, 16])
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()

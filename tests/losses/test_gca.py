@@ -320,35 +320,6 @@ def test_low_temperature_float32(name):
                                    atol=1e-4 * ref_grad.abs().max().item())
 
 
-@pytest.mark.parametrize("name", list(HEADS))
-def test_large_batch_float32(name):
-    z = torch.randn(4096, 2, 128)
-    z = (z + z[:, :1]).requires_grad_()
-    out = HEADS[name]()(z)
-    out.loss.backward()
-    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
-    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
-    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in out.logs.values())
-
-
-@pytest.mark.parametrize("name", list(HEADS))
-def test_bf16_autocast(name):
-    z = _z(32, 2, 16, dtype=torch.float32)
-    head = HEADS[name]()
-    ref, _ = _loss_and_grad(lambda t: head(t).loss, z)
-    zz = z.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = head(zz).loss
-    loss.backward()
-    assert loss.dtype == torch.float32
-    assert torch.isfinite(loss) and torch.isfinite(zz.grad).all()
-    torch.testing.assert_close(loss.detach(), ref, rtol=3e-2, atol=3e-3)
-    zb = z.bfloat16().requires_grad_()  # bf16 inputs are upcast
-    loss_b = head(zb).loss
-    loss_b.backward()
-    assert loss_b.dtype == torch.float32 and torch.isfinite(zb.grad.float()).all()
-
-
 EXPECTED_DEFAULTS = {
     "hs_ince": (HSINCE, {"epsilon": 0.5}),
     "gca_ince": (GCAINCE, {"epsilon": 0.5, "iterations": 10}),

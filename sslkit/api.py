@@ -1,0 +1,70 @@
+"""sslkit as a library: compose a config from overrides and train, without the Hydra CLI.
+
+    >>> import sslkit
+    >>> summary = sslkit.train(overrides=["experiment=smoke", "loss=cacr"])  # doctest: +SKIP
+    >>> summary["linear_probe_top1"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sslkit.errors import ConfigError
+
+
+def compose(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> tuple[DictConfig, Path, dict]:
+    """The config ``python train.py OVERRIDES`` would run, its run dir and its group choices.
+
+    Hydra's ``${hydra:...}`` interpolations (run dir, chosen loss) resolve as in the CLI: the
+    Hydra config of this job is registered before returning. ``run_dir`` defaults to the
+    config's ``hydra.run.dir`` (relative to the working directory).
+    """
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sslkit.cli import choice_errors, config_dir, describe_compose_error, expand_eval_all
+
+    overrides = expand_eval_all(list(overrides))
+    choice_errors(overrides)
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(describe_compose_error(err)) from None
+    if run_dir is None:  # hydra.run.dir reads ${hydra:runtime.choices.loss}: register a copy first
+        HydraConfig.instance().set_config(copy.deepcopy(cfg))
+        run_dir = HydraConfig.get().run.dir
+    run_dir = Path(run_dir).absolute()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    choices = dict(OmegaConf.to_container(cfg.hydra.runtime.choices))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, run_dir, choices
+
+
+def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> dict:
+    """Run ``python train.py OVERRIDES`` in this process and return its summary (the content of
+    ``summary.json``: ``linear_probe_top1``, ``knn_top1``, ``wall_seconds``, ``run_dir``, ...).
+
+    Bad input raises ``sslkit.errors.UserError`` (a ``ConfigError``, ``DataError`` or
+    ``CheckpointError``) before any work. The resolved config is written to
+    ``RUN_DIR/.hydra/config.yaml`` as the CLI does.
+    """
+    from sslkit.run import train as run_train
+    from sslkit.schema import validate
+
+    cfg, run_dir, choices = compose(overrides, run_dir)
+    validate(cfg)  # before anything is written
+    saved = run_dir / ".hydra"
+    saved.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, saved / "config.yaml")
+    (saved / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    return run_train(cfg, run_dir, choices)

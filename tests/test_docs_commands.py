@@ -1,0 +1,147 @@
+"""Every command in a code block of README.md and docs/*.md runs: each at smoke scale (the same
+command, tiny data files in the real formats, one short epoch appended), or is skipped for a
+stated reason. A new command in the docs is picked up by this test."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_cifar, make_fashion_mnist, make_stl10
+
+ROOT = Path(__file__).resolve().parent.parent
+# pages whose commands a test of their own runs at smoke scale (with the sizes they need)
+OWN_TESTS = {"evaluation.md": "tests/test_docs_evaluation.py", "pictures.md": "tests/test_docs_pictures.py",
+             "priors.md": "tests/test_priors_train.py",
+             "robust.md": "tests/test_robust.py, tests/test_robust_eval.py"}
+DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in OWN_TESTS)]
+pytestmark = pytest.mark.slow
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(file, command) for every ``python train.py``, ``python scripts/...`` or ``make`` line of a
+    fenced code block (continuation lines joined, comments dropped)."""
+    found = []
+    for path in DOCS:
+        for block in re.findall(r"```[\w-]*\n(.*?)```", path.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                cmd = re.split(r"\s+#", line)[0].strip().removeprefix("$ ").strip()
+                if re.match(r"^((srun|torchrun)\s.*)?(python (train\.py|scripts/)|make\b)", cmd):
+                    found.append((path.name, " ".join(cmd.split())))
+    return found
+
+
+def skip_reason(cmd: str) -> str | None:
+    if cmd.startswith("make"):
+        return "make targets create and install .venv first (make train/test/bench are the full jobs)"
+    if cmd.startswith(("srun", "torchrun")) or "trainer=slurm" in cmd or "hydra/launcher=slurm" in cmd:
+        return "SLURM: needs a cluster"
+    recipe = re.search(r"experiment=(\w+)", cmd)
+    recipe_text = (ROOT / "configs" / "experiment" / f"{recipe.group(1)}.yaml").read_text() if recipe else ""
+    if "trainer=ddp" in cmd or "trainer=gpu" in cmd or re.search(r"/trainer: (gpu|ddp)", recipe_text):
+        return ("needs GPUs (recipes build on stand-in files in tests/test_experiments.py; DDP on "
+                "CPU with 2 processes runs in tests/test_distributed.py)")
+    if " -m " in f"{cmd} ":
+        return "multirun of many jobs (the sweep configs compose in tests/test_sweep.py)"
+    if "scripts/sweep_report.py" in cmd:
+        return "needs a finished sweep directory (tests/test_sweep.py reports on one)"
+    return None
+
+
+COMMANDS = documented_commands()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_fashion_mnist(root)
+    make_cifar(root, 10, n=20)
+    make_cifar(root, 100, n=20)
+    make_stl10(root)
+    return root
+
+
+def smoke_scale(data_root: Path, run_dir: Path) -> list[str]:
+    return ["threads=1", "trainer.max_epochs=1", "data.batch_size=16", "data.eval_batch_size=64",
+            "monitor.knn.every_n_epochs=0", "monitor.metrics.every_n_epochs=0",
+            f"data.root={data_root}", f"hydra.run.dir={run_dir}"]
+
+
+def run(argv: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_root, tmp_path_factory) -> Path:
+    """last.ckpt of the default job at smoke scale: what ``runs/.../checkpoints/last.ckpt`` means."""
+    run_dir = tmp_path_factory.mktemp("default")
+    proc = run([sys.executable, "train.py", *smoke_scale(data_root, run_dir)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_the_docs_have_commands():
+    assert len(COMMANDS) > 10 and any(c == "python train.py" for _, c in COMMANDS)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """Where ``runs/...`` of the docs points: shared, so a command can use an earlier one's run."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -> list[str]:
+    argv = shlex.split(cmd)
+    if "runs/.../" in cmd:
+        ckpt = str(request.getfixturevalue("checkpoint"))
+        argv = [re.sub(r"runs/\.\.\./checkpoints/last\.ckpt", ckpt, a) for a in argv]
+    argv = [re.sub(r"(?<![\w/.])runs/", f"{runs}/", a) for a in argv]
+    argv[0] = sys.executable
+    if argv[1] == "train.py":
+        own_dir = any(a.startswith("hydra.run.dir=") for a in argv)
+        argv += smoke_scale(data_root, tmp_path / "run")[: -1 if own_dir else None]
+    elif argv[1] == "scripts/bench.py":
+        argv = [a if a != "/tmp/b.json" else str(tmp_path / "b.json") for a in argv]
+        argv += ["--quick"] + ([] if "--out" in argv else ["--out", str(tmp_path / "bench.json")])
+        argv += [] if "--threads" in argv else ["--threads", "1"]
+    elif argv[1] == "scripts/train_prior.py":
+        argv += ["experiment=smoke", "threads=1", "prior.epochs=1", f"prior.cache_dir={tmp_path}"]
+    elif argv[1] == "scripts/robust_eval.py":
+        argv += ["eval.robust.test_size=32", "eval.robust.alf.train_size=32", f"out={tmp_path / 'r.json'}"]
+    return argv
+
+
+@pytest.mark.parametrize("where,cmd", COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])
+def test_documented_command_runs(where, cmd, data_root, runs_dir, tmp_path, request):
+    reason = skip_reason(cmd)
+    if reason:
+        pytest.skip(reason)
+    argv = smoke_argv(cmd, data_root, runs_dir, tmp_path, request)
+    proc = run(argv)
+    assert proc.returncode == 0, f"{where}: {cmd}\n{proc.stderr[-3000:]}"
+
+
+def documented_python() -> list[tuple[str, str]]:
+    """Python blocks that call the API (``sslkit.train``/``sslkit.compose``)."""
+    return [(path.name, block) for path in DOCS
+            for block in re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+            if "sslkit.train(" in block or "sslkit.compose(" in block]
+
+
+PYTHON = documented_python()
+
+
+@pytest.mark.parametrize("where,code", PYTHON, ids=[w for w, _ in PYTHON])
+def test_documented_python_runs(where, code, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, f"{where}:\n{code}\n{proc.stderr[-3000:]}"
+    assert list(tmp_path.glob("runs/*/*/summary.json")), "the example wrote no run"
