@@ -53,7 +53,8 @@ def encoder_state_and_recipe(ckpt: dict, source: str) -> tuple[dict[str, Tensor]
         build = {"library": "torchvision", "call": f"torchvision.models.{name}",
                  "kwargs": {"weights": None}, "replace": replace}
     elif target == TIMM:
-        kwargs = {k: v for k, v in enc.items() if k not in ("name", "pretrained")}
+        # image_size is sslkit's (inputs smaller than the model runs on are upsampled first), not timm's
+        kwargs = {k: v for k, v in enc.items() if k not in ("name", "pretrained", "image_size")}
         build = {"library": "timm", "call": "timm.create_model",
                  "kwargs": {"model_name": enc.get("name", "resnet18"), "pretrained": False,
                             "num_classes": 0, **kwargs}}
