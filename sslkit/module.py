@@ -93,6 +93,11 @@ class ContrastiveModule(L.LightningModule):
         # robust pretraining (adversarial views, divergence, SAM): sslkit/robust/objective.py
         self.robust = (adversarial(online=self.online, feature_dim=encoder.num_features,
                                    proj_dim=proj_dim) if adversarial is not None else None)
+        if self.robust is not None and self.robust.views == "append" and getattr(head, "query_views", None) is not None:
+            raise ConfigError(
+                f"adversarial.views=append doubles the views of each query, and {type(head).__name__} "
+                f"reads a fixed set of query views ({self.views.query}); use adversarial.views=replace"
+            )
         self.optimizer_factory = optimizer
         self.weight_decay, self.warmup_epochs = weight_decay, warmup_epochs
         self.final_lr_ratio = final_lr_ratio

@@ -33,8 +33,8 @@ def two_runs(tmp_path_factory) -> list[Path]:
                "max_points=100", "n_jobs=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     # an evaluator result only the first run has
-    (runs[0] / "eval").mkdir()
-    (runs[0] / "eval" / "knn.json").write_text(json.dumps({"k20": {"top1": 0.8125}, "k": [20, 200]}))
+    (runs[0] / "eval").mkdir(exist_ok=True)  # train.py already wrote its evaluators there
+    (runs[0] / "eval" / "extra.json").write_text(json.dumps({"custom": {"top1": 0.8125}, "steps": [20, 200]}))
     return runs
 
 
@@ -59,8 +59,8 @@ def test_report_of_two_smoke_runs(two_runs, tmp_path):
     a = json.loads((two_runs[0] / "summary.json").read_text())
     b = json.loads((two_runs[1] / "summary.json").read_text())
     assert row("knn_top1") == [f"{a['knn_top1']:.4g}", f"{b['knn_top1']:.4g}"]
-    assert "## Evaluation `knn` (`eval/knn.json`)" in text
-    assert row("k20.top1") == ["0.8125", "–"] and row("k") == ["[20, 200]", "–"]
+    assert "## Evaluation `extra` (`eval/extra.json`)" in text
+    assert row("custom.top1") == ["0.8125", "–"] and row("steps") == ["[20, 200]", "–"]
     assert "## Evaluation `plots` (`eval/plots.json`)" in text
     assert row("files.weights") == ["–", "plots/weights.png"]
     # pictures linked relative to the report, and the links resolve

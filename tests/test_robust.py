@@ -385,8 +385,10 @@ def _train_one_step(tmp_path, *args: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("head", HEADS)
 def test_every_head_trains_a_step_with_adversarial_views(head, tmp_path):
+    # a queue shorter than the 512 smoke images (the default 4096 is refused there)
+    queue = ["loss.queue_size=256"] if "queue_size:" in (CONFIG_DIR / "loss" / f"{head}.yaml").read_text() else []
     _, metrics = _train_one_step(tmp_path, f"loss={head}", "adversarial/divergence=sqdist",
-                                 "adversarial.w_div=0.5")
+                                 "adversarial.w_div=0.5", *queue)
     for name in ("train/loss", "train/loss_clean", "train/loss_adv", "train/divergence",
                  "train/adv_linf"):
         assert name in metrics, f"{name} not logged for {head}"
@@ -395,7 +397,7 @@ def test_every_head_trains_a_step_with_adversarial_views(head, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("head,extra", [
     ("infonce", ["adversarial.views=append", "adversarial/divergence=kl", "adversarial.w_div=1.0"]),
-    ("moco", ["adversarial.views=append", "loss.queue_size=96"]),
+    ("moco", ["loss.queue_size=96"]),
     ("cacr_mocov3", ["adversarial.bn_mode=dual", "adversarial.sam_rho=0.05",
                      "adversarial/divergence=gan", "adversarial.w_div=0.1"]),
     ("infonce", ["adversarial.bn_mode=eval", "adversarial.attack.norm=l2",
@@ -425,7 +427,8 @@ SMOKE = ["data=synthetic", "trainer=cpu", "trainer.max_epochs=1", "++trainer.lim
 
 
 def doc_commands() -> list[str]:
-    blocks = DOC.read_text().split("```")[1::2]
+    """The pretraining part's commands (tests/test_robust_eval.py runs the evaluation part's)."""
+    blocks = DOC.read_text().split("## Robust evaluation")[0].split("```")[1::2]
     return [line.strip() for block in blocks for line in block.splitlines()
             if line.strip().startswith("python ")]
 
@@ -463,3 +466,13 @@ def test_doc_command_runs_at_smoke_scale(command, tmp_path):
                                              "sslkit attack"]
         assert all("error" not in r and r["repeats"] >= 1 for r in rows)
         assert rows[1]["ratio_to"] == "clean step" and rows[3]["ratio_to"] == "plain PGD loop"
+
+
+@pytest.mark.slow
+def test_append_is_refused_for_a_head_with_fixed_query_views(tmp_path):
+    from tests.test_train import train
+
+    proc = train("experiment=smoke", "loss=moco", "loss.queue_size=96", "adversarial=pgd",
+                 "adversarial.views=append", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().count("\n") == 0 and "adversarial.views=replace" in proc.stderr
