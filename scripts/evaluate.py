@@ -41,8 +41,8 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
     from rich.console import Console
 
     from sslkit.eval.aggregate import aggregate
-    from sslkit.eval.runner import (build_evaluators, eval_device, evaluate_module,
-                                    load_for_evaluation, run_dir_of)
+    from sslkit.eval.loading import load_for_evaluation, run_dir_of
+    from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))

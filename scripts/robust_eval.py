@@ -24,11 +24,12 @@ from sslkit.errors import UserError  # noqa: E402
 
 def main(argv: list[str]) -> dict:
     import torch
+    import yaml
     from omegaconf import OmegaConf
 
-    from sslkit.checkpoint import load_checkpoint
     from sslkit.eval.context import EvalContext
-    from sslkit.run import build_datamodule, build_module, instantiate
+    from sslkit.eval.loading import load_for_evaluation, run_dir_of
+    from sslkit.run import instantiate
 
     args = dict(a.split("=", 1) for a in argv if "=" in a)
     bad = [a for a in argv if "=" not in a]
@@ -46,17 +47,13 @@ def main(argv: list[str]) -> dict:
     except Exception as err:  # noqa: BLE001 - a malformed override is the user's to fix
         raise UserError(f"bad override: {str(err).splitlines()[0]}") from None
     evaluator = instantiate(robust_cfg, "eval.robust")  # bad settings fail before any work
-    ckpt = load_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["sslkit"]["config"])
-    cfg.merge_with_dotlist([f"{k}={v}" for k, v in args.items() if not k.startswith(prefix)])
+    # the run's own settings (threads, data.root, ...) as typed values, like a command-line override
+    overrides = {k: yaml.safe_load(v) for k, v in args.items() if not k.startswith(prefix)}
+    cfg, module, dm, ckpt = load_for_evaluation(path, overrides)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    module = build_module(cfg)
-    module.load_state_dict(ckpt["state_dict"])
     module.to(device).eval()
-    dm = build_datamodule(cfg)
-    dm.setup("validate")
-    run_dir = path.resolve().parent.parent
+    run_dir = run_dir_of(path)
     ctx = EvalContext(module=module, datamodule=dm, run_dir=run_dir, seed=int(cfg.get("seed") or 0))
     results = evaluator(ctx)
     results["settings"].update(checkpoint=str(path), epoch=ckpt.get("epoch"))

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sslkit.errors import ConfigError
 from sslkit.eval.context import EvalContext
@@ -136,33 +136,3 @@ def evaluate_module(cfg: DictConfig, module, datamodule, run_dir: Path, seed: in
     if console is not None:
         console.print(results_table(results, f"sslkit evaluation: {run_dir}"))
     return results
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run dir of a checkpoint: the folder holding ``checkpoints/``."""
-    checkpoint = Path(checkpoint).resolve()
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-
-
-def load_for_evaluation(path: Path, overrides: dict | None = None):
-    """Vet an sslkit checkpoint and rebuild its module (weights loaded) and data module (set up)
-    from the config saved in it; ``overrides`` (dotted keys) adjust that config, e.g. a moved
-    ``data.root``. Raises a one-line CheckpointError/ConfigError on a bad checkpoint."""
-    from sslkit.checkpoint import load_checkpoint
-    from sslkit.run import build_datamodule, build_module, check_same_model
-
-    ckpt = load_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["sslkit"].get("config") or {})
-    if "model" not in cfg or "data" not in cfg:
-        from sslkit.errors import CheckpointError
-
-        raise CheckpointError(f"checkpoint {path} refused: it holds no sslkit run config")
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            OmegaConf.update(cfg, key, value, merge=False)
-    module = build_module(cfg)
-    check_same_model(Path(path), ckpt["state_dict"], module)
-    module.load_state_dict(ckpt["state_dict"])
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("validate")
-    return cfg, module, datamodule, ckpt
