@@ -88,7 +88,27 @@ def validate(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         if value is not _MISSING:
             _check(key, value, hint)
+    _check_evaluators(cfg)
     _walk(cfg, "")
+
+
+def _check_evaluators(cfg: DictConfig) -> None:
+    """Every entry of ``eval`` must be an evaluator (a ``_target_``): anything else would be
+    silently skipped by the runner."""
+    selected = cfg.get("eval") if isinstance(cfg, DictConfig) else None
+    if not isinstance(selected, DictConfig):
+        return
+    for name in selected.keys():
+        entry = selected[name]
+        if entry is None or (isinstance(entry, DictConfig) and "_target_" in entry):
+            continue
+        from sslkit.cli import evaluators
+
+        raise ConfigError(
+            f"eval.{name} is not an evaluator (no _target_); choose evaluators with "
+            f"'eval=[...]' from {evaluators()}, set their keys as eval.NAME.KEY=VALUE, and "
+            f"online monitors as monitor.NAME.KEY=VALUE"
+        )
 
 
 _MISSING = object()

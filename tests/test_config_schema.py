@@ -48,6 +48,7 @@ def test_every_shipped_option_passes_its_schema(option, tmp_path):
     ("+loss.foo=1", "unknown key loss.foo: InfoNCE has no parameter 'foo'; it takes normalize, temperature"),
     ("+model.projector.hidden=3", "unknown key model.projector.hidden"),
     ("+monitor.knn.kk=3", "unknown key monitor.knn.kk"),
+    ("+eval.callbacks.knn.every_n_epochs=5", "eval.callbacks is not an evaluator (no _target_)"),
 ])
 def test_bad_values_are_refused_by_name(override, message, tmp_path):
     cfg, _, _ = sslkit.compose(["experiment=smoke", "loss=infonce", override], run_dir=tmp_path)
