@@ -28,9 +28,9 @@ def compose(overrides: Sequence[str] = (), run_dir: str | Path | None = None) ->
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from sslkit.cli import choice_errors, config_dir, describe_compose_error, expand_eval_all
+    from sslkit.cli import choice_errors, config_dir, describe_compose_error, expand_eval_all, null_groups
 
-    overrides = expand_eval_all(list(overrides))
+    overrides = null_groups(expand_eval_all(list(overrides)))
     choice_errors(overrides)
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):

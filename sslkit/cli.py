@@ -49,6 +49,21 @@ def expand_eval_all(argv: list[str]) -> list[str]:
     return [f"eval=[{','.join(evaluators())}]" if a in ("eval=all", "eval=[all]") else a for a in argv]
 
 
+def null_groups(argv: list[str]) -> list[str]:
+    """``group=null`` -> ``group=none`` for the optional groups (adversarial, prior, ...), whose
+    ``none.yaml`` switches them off: Hydra itself refuses a null group override with a traceback,
+    and ``~group`` would not undo a recipe's choice."""
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        group = key.lstrip("+")
+        if value == "null" and not group.startswith(("~", "hydra")) and "." not in group \
+                and (CONFIG_DIR / group / "none.yaml").is_file():
+            arg = f"{key}=none"
+        out.append(arg)
+    return out
+
+
 def check_choices(argv: list[str]) -> None:
     try:
         choice_errors(argv)
@@ -75,7 +90,7 @@ def choice_errors(argv: list[str]) -> None:
             item = item.strip()
             if not item:
                 continue
-            if item not in valid and item != "null":
+            if item not in valid:
                 raise ConfigError(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
 
 
@@ -124,7 +139,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """``python train.py ARGS`` and the ``sslkit-train`` console script."""
-    sys.argv[1:] = expand_eval_all(sys.argv[1:])
+    sys.argv[1:] = null_groups(expand_eval_all(sys.argv[1:]))
     check_choices(sys.argv[1:])
     check_composes(sys.argv[1:])
     hydra_main()

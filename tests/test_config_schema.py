@@ -94,3 +94,18 @@ def test_cli_prints_one_line_and_starts_nothing(tmp_path):
                                f"hydra.run.dir={tmp_path}"))
     assert "data.num_classes=5 contradicts fashion_mnist" in msg
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("switch", ["adversarial=null", "adversarial=none"])
+def test_optional_groups_switch_off_a_recipes_choice(switch, tmp_path):
+    cfg, _, _ = sslkit.compose(["experiment=robust_fmnist", switch], run_dir=tmp_path)
+    assert cfg.adversarial is None
+    validate(cfg)
+    cfg, _, _ = sslkit.compose(["experiment=smoke", "adversarial=pgd", "adversarial/divergence=gan",
+                                "adversarial/divergence=null", "prior=null"], run_dir=tmp_path)
+    assert cfg.adversarial.divergence is None and cfg.prior is None and cfg.adversarial._target_
+
+
+def test_null_for_a_required_group_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="unknown data 'null'; choose one of: cifar10"):
+        sslkit.compose(["data=null"], run_dir=tmp_path)
