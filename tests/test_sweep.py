@@ -52,12 +52,20 @@ def test_sweep_composes_with_params(path):
     params = cfg.hydra.sweeper.params
     assert params, f"{path.name} sets no hydra.sweeper.params"
     assert path.stem in cfg.hydra.sweep.dir
-    # every swept key exists in the config of each swept head (loss is a group)
-    for loss in str(params.get("loss", cfg.hydra.runtime.choices.get("loss", "infonce"))).split(","):
-        job = compose_train(f"+sweep={path.stem}", f"loss={loss}")
+    # every swept key exists in the config of each swept head, and every swept group option
+    # (loss, adversarial, experiment) composes with the sweep's other groups' first options
+    groups = {k: str(v).split(",") for k, v in params.items() if (ROOT / "configs" / k).is_dir()}
+    fixed = [f"{k}={v[0]}" for k, v in groups.items() if k != "loss"]
+    for loss in groups.get("loss", [cfg.hydra.runtime.choices.get("loss", "infonce")]):
+        job = compose_train(f"+sweep={path.stem}", f"loss={loss}", *fixed)
         for key in params:
-            if key != "loss":
+            if key not in groups:
                 assert OmegaConf.select(job, key) is not None, (loss, key)
+    for key, options in groups.items():
+        for option in options:
+            assert (ROOT / "configs" / key / f"{option}.yaml").is_file(), (key, option)
+            job = compose_train(f"+sweep={path.stem}", *fixed, f"{key}={option}")
+            assert job.hydra.runtime.choices[key] == option
 
 
 def test_sweep_values_fit_the_heads():

@@ -85,11 +85,21 @@ def summary_entries(results: dict[str, dict]) -> dict:
     if "top1" in results.get("knn", {}):
         out["knn_top1"] = results["knn"]["top1"]
     for name, result in results.items():
-        for key, value in result.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[f"eval/{name}/{key}"] = value
+        out.update(_numbers(result, f"eval/{name}/"))
         if result.get("collapse_warning"):
             out["collapse_warning"] = result["collapse_warning"]
+    return out
+
+
+def _numbers(result: Mapping, prefix: str) -> dict:
+    """Every number of an evaluator's result, nested ones as ``prefix/KEY/SUBKEY`` (the robust
+    evaluator's ``slf/pgd20_linf_8``), so sweep reports can tabulate them; run settings aside."""
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, Mapping) and key != "settings":
+            out.update(_numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
     return out
 
 
