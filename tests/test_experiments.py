@@ -16,7 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from sslkit.run import build_datamodule, build_module, check_sizes
+from sslkit.build import build_datamodule, build_module
+from sslkit.preflight import check_sizes
 from tests.conftest import (
     make_cifar,
     make_cub,

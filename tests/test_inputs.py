@@ -73,7 +73,7 @@ def test_module_passes_any_required_batch_field():
     """A new input is a batch field plus a name in requires: no module code names it."""
     from hydra import compose, initialize_config_dir
 
-    from sslkit.run import instantiate
+    from sslkit.build import instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=smoke"])

@@ -1,5 +1,6 @@
 """Run the offline evaluators selected in ``cfg.eval`` on a trained module and write
-``<run_dir>/eval/NAME.json``; shared by the end of ``train.py`` and ``scripts/evaluate.py``."""
+``<run_dir>/eval/NAME.json``; shared by the end of ``train.py`` (``final_evaluation``) and
+``scripts/evaluate.py``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import lightning as L
 import torch
 from omegaconf import DictConfig
 
@@ -31,7 +33,7 @@ def eval_device(setting: str | None) -> torch.device:
 
 def build_evaluators(cfg: DictConfig) -> dict:
     """Instantiate every entry of ``cfg.eval`` that names a ``_target_`` (in config order)."""
-    from sslkit.run import instantiate
+    from sslkit.build import instantiate
 
     if "_group_" in cfg:
         raise ConfigError(
@@ -138,3 +140,13 @@ def evaluate_module(cfg: DictConfig, module, datamodule, run_dir: Path, seed: in
     if console is not None:
         console.print(results_table(results, f"sslkit evaluation: {run_dir}"))
     return results
+
+
+def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.LightningDataModule,
+                     run_dir: Path, evaluators: dict | None = None) -> dict:
+    """The offline evaluators of ``cfg.eval`` on the module at the end of training; returns what
+    summary.json keeps of them."""
+    from rich.console import Console
+
+    results = evaluate_module(cfg, module, dm, run_dir, cfg.seed, Console(), evaluators)
+    return summary_entries(results)
