@@ -36,6 +36,9 @@ class Plots:
     """Writes every picture the run has the data for and returns their paths (relative to the
     run dir) with what was skipped and why."""
 
+    # the top-level keys of every result (tests/eval/test_contract.py holds the evaluator to them)
+    result_keys = ("files", "skipped")
+
     def __init__(self, method: str = "tsne", max_points: int = 10_000, n_neighbors: int = 15,
                  metric: str = "cosine", n_jobs: int | None = None, max_pair_samples: int = 4000,
                  dpi: int = 100, seed: int = 0) -> None:
