@@ -1,4 +1,5 @@
-"""What ``python train.py`` does: build the parts from the config, pretrain, probe, summarise."""
+"""What ``python train.py`` does: build the parts from the config (sslkit/build.py), check them
+before any work (sslkit/preflight.py, sslkit/checkpoint.py), pretrain, evaluate, summarise."""
 
 from __future__ import annotations
 
