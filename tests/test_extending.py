@@ -1,6 +1,6 @@
 """Contracts every encoder and dataset config meets; a new ``configs/encoder/NAME.yaml`` or
 ``configs/data/NAME.yaml`` is tested as soon as it exists (heads: tests/test_heads_train.py,
-evaluators: tests/eval/test_contract.py).
+evaluators: tests/eval/test_evaluator_contract.py).
 See docs/extending.md."""
 
 from __future__ import annotations

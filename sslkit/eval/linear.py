@@ -133,7 +133,7 @@ def classification_report(logits: Tensor, y: Tensor, num_classes: int) -> dict:
 class LinearProbe:
     """Offline evaluator ``linear`` (fast protocol); see the module docstring."""
 
-    # the top-level keys of every result (tests/eval/test_contract.py holds the evaluator to them)
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("protocol", "top1", "per_class_top1", "train_top1", "l2", "holdout_top1",
                    "n_train", "n_test", "seconds")
 

@@ -24,7 +24,7 @@ class LinearSGD:
     """Offline evaluator ``linear_sgd``; see the module docstring. ``lr`` is for a batch of 256
     and is scaled linearly with ``batch_size``."""
 
-    # the top-level keys of every result (tests/eval/test_contract.py holds the evaluator to them)
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("protocol", "top1", "per_class_top1", "epochs", "batch_size", "lr",
                    "train_loss_per_epoch", "seconds")
 

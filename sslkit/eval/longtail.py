@@ -47,7 +47,7 @@ class LongTailEval:
     """Offline evaluator ``longtail``; see the module docstring. Uses the fast linear protocol
     (``sslkit.eval.linear``) and weighted kNN."""
 
-    # the top-level keys of every result (tests/eval/test_contract.py holds the evaluator to them)
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("imbalance_ratio", "imbalance_profile", "thresholds", "pretrain_class_counts",
                    "class_groups", "classes_per_group", "linear", "knn", "seconds")
 

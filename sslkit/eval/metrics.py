@@ -123,7 +123,7 @@ class RepresentationMetrics:
     test images, and a collapse warning when RankMe or the std ratio falls below its
     threshold."""
 
-    # the top-level keys of every result (tests/eval/test_contract.py holds the evaluator to them)
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("encoder", "projector", "num_samples", "collapse_warning", "seconds")
 
     def __init__(self, num_samples: int = 2048, alignment_alpha: float = 2.0,

@@ -36,7 +36,7 @@ class Plots:
     """Writes every picture the run has the data for and returns their paths (relative to the
     run dir) with what was skipped and why."""
 
-    # the top-level keys of every result (tests/eval/test_contract.py holds the evaluator to them)
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("files", "skipped")
 
     def __init__(self, method: str = "tsne", max_points: int = 10_000, n_neighbors: int = 15,
