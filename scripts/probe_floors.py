@@ -23,7 +23,7 @@ def main(overrides: list[str]) -> None:
     from sslkit.cli import CONFIG_DIR
     from sslkit.eval.features import extract
     from sslkit.eval.linear import LinearProbe, select_and_fit, top1
-    from sslkit.run import build_datamodule, build_module
+    from sslkit.build import build_datamodule, build_module
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

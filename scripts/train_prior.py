@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
     from sslkit.prior.base import absolute_paths
-    from sslkit.run import build_datamodule, instantiate
+    from sslkit.build import build_datamodule, instantiate
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=argv)

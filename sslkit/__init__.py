@@ -1,12 +1,14 @@
 """sslkit: self-supervised contrastive representation learning on Lightning + Hydra.
 
 ``sslkit.train(overrides=[...])`` runs what ``python train.py ...`` runs and returns its summary;
-``sslkit.compose(overrides)`` gives the config it would use. Loss heads: ``sslkit.losses``.
+``sslkit.compose(overrides)`` gives the config it would use; ``sslkit.evaluate(checkpoint,
+[...])`` runs what ``scripts/evaluate.py`` runs and returns its results. Loss heads:
+``sslkit.losses``.
 """
 
 from __future__ import annotations
 
-__all__ = ["train", "compose"]
+__all__ = ["train", "compose", "evaluate"]
 
 
 def __getattr__(name: str):

@@ -1,8 +1,10 @@
-"""sslkit as a library: compose a config from overrides and train, without the Hydra CLI.
+"""sslkit as a library: compose a config from overrides, train and evaluate, without the Hydra CLI.
 
     >>> import sslkit
     >>> summary = sslkit.train(overrides=["experiment=smoke", "loss=cacr"])  # doctest: +SKIP
     >>> summary["linear_probe_top1"]  # doctest: +SKIP
+    >>> results = sslkit.evaluate(summary["checkpoint"], ["eval=[knn]"])  # doctest: +SKIP
+    >>> results["knn"]["top1"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -68,3 +70,34 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> d
     OmegaConf.save(cfg, saved / "config.yaml")
     (saved / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     return run_train(cfg, run_dir, choices)
+
+
+def evaluate(checkpoint: str | Path | Sequence[str | Path], overrides: Sequence[str] = ()):
+    """Run ``python scripts/evaluate.py checkpoint=CHECKPOINT OVERRIDES`` in this process and
+    return the results: evaluator name -> its result dict (what ``eval/NAME.json`` holds), or a
+    list of them when ``checkpoint`` is a list.
+
+    ``overrides`` select and configure evaluators (``eval=[linear,knn]``, ``eval.knn.k=[10]``),
+    change the checkpoint's saved config (``data.root=/data``) or the evaluation's own keys
+    (``threads``, ``eval_device``, ``out``, ``aggregate_out``; configs/evaluate.yaml). A missing
+    or foreign checkpoint or a bad setting raises ``sslkit.errors.UserError`` before any work.
+    """
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sslkit.cli import choice_errors, config_dir, describe_compose_error, expand_eval_all
+    from sslkit.eval.cli import evaluate as run_evaluate, run_config_overrides
+
+    many = not isinstance(checkpoint, (str, Path))
+    overrides = run_config_overrides(expand_eval_all(list(overrides)))
+    choice_errors(overrides)
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose("evaluate", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(describe_compose_error(err)) from None
+    with open_dict(cfg):
+        cfg.checkpoint = [str(p) for p in checkpoint] if many else str(checkpoint)
+    results = [result for _, result in run_evaluate(cfg)]
+    return results if many else results[0]

@@ -1,4 +1,5 @@
-"""Finding and vetting checkpoints before a run resumes from one."""
+"""Finding and vetting checkpoints before a run resumes from one: readable, written by sslkit,
+holding this model, with the same config in what changes the run's meaning."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import hydra
+import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from sslkit.errors import CheckpointError
+from sslkit.errors import CheckpointError, ConfigError
 from sslkit.module import FORMAT_VERSION
 
 
@@ -59,3 +63,66 @@ def load_checkpoint(path: str | Path) -> dict:
             f"reads ({FORMAT_VERSION}); upgrade sslkit"
         )
     return ckpt
+
+
+# config sections whose change alters what a run means; anything else (max_epochs, loggers,
+# evaluation, paths, worker counts) may differ on resume
+MEANING_KEYS = ("loss", "encoder", "augment", "model", "optim", "seed", "data._target_",
+                "data.batch_size", "data.imbalance_ratio", "data.imbalance_profile",
+                "data.train_split", "prior", "data.domain_shift")
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    saved_cfg, current_cfg = OmegaConf.create(saved), OmegaConf.create(current)
+    differing = []
+    for key in MEANING_KEYS:
+        a = OmegaConf.select(saved_cfg, key, default=None)
+        b = OmegaConf.select(current_cfg, key, default=None)
+        a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
+        b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
+        if a != b:
+            differing += _leaf_differences(key, a, b)
+    return differing
+
+
+def _leaf_differences(prefix: str, a, b) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                out += _leaf_differences(f"{prefix}.{k}", a.get(k), b.get(k))
+        return out
+    return [f"{prefix} ({a!r} -> {b!r})"]
+
+
+def check_same_model(path: Path, saved: dict, module: L.LightningModule) -> None:
+    """Refuse, by name, a checkpoint whose weights (``saved`` state dict) do not fit this model."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = sorted(k for k in set(own) & set(saved) if own[k].shape != saved[k].shape)
+    if missing or unexpected or shapes:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes))
+            if keys
+        )
+        raise CheckpointError(f"checkpoint {path} refused: it holds another model ({detail})")
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict] | None:
+    """``resume=PATH`` if given, else ``last.ckpt`` of this run dir if present: its path and
+    contents, vetted, and refused if its config differs in what changes the run's meaning."""
+    path = Path(hydra.utils.to_absolute_path(cfg.resume)) if cfg.resume else last_checkpoint(run_dir)
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    differing = config_differences(ckpt["sslkit"].get("config", {}), current)
+    if differing and not cfg.get("resume_allow_config_change", False):
+        raise ConfigError(
+            f"checkpoint {path} refused: its config differs in {', '.join(differing[:6])}"
+            f"{' ...' if len(differing) > 6 else ''}; resume with the same settings or add "
+            "resume_allow_config_change=true"
+        )
+    return path, ckpt

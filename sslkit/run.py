@@ -1,208 +1,28 @@
-"""What ``python train.py`` does: build the parts from the config, pretrain, probe, summarise."""
+"""What ``python train.py`` does: build the parts from the config (sslkit/build.py), check them
+before any work (sslkit/preflight.py, sslkit/checkpoint.py), pretrain, evaluate, summarise."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sslkit.checkpoint import last_checkpoint, load_checkpoint
+from sslkit.build import build_datamodule, build_module, build_trainer, instantiate
+from sslkit.checkpoint import check_same_model, resume_checkpoint
 from sslkit.data.fields import check_head_inputs
-from sslkit.errors import CheckpointError, ConfigError, UserError
-from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, summary_entries
-from sslkit.parts.queue import check_queue_fits
+from sslkit.eval.runner import build_evaluators, eval_device, final_evaluation
 from sslkit.preemption import Preemption
+from sslkit.preflight import check_sizes
 from sslkit.prior.base import absolute_paths, setup_prior
-from sslkit.runlog import RunLog, progress_bar
 from sslkit.schema import validate
-from sslkit.throughput import Throughput
-
-
-def instantiate(cfg: DictConfig, what: str, *args, **kwargs):
-    """``hydra.utils.instantiate`` that turns a constructor's complaint into a one-line
-    ConfigError naming the config group."""
-    try:
-        return hydra.utils.instantiate(cfg, *args, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__ or err
-        if isinstance(cause, UserError):
-            raise cause from None
-        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"{what}: {msg}") from None
-
-
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    data_cfg = cfg.data.copy()
-    root = data_cfg.get("root")
-    if isinstance(root, str) and root != "???" and not os.path.isabs(root):
-        data_cfg.root = hydra.utils.to_absolute_path(root)
-    return instantiate(data_cfg, "data")
-
-
-def build_module(cfg: DictConfig) -> L.LightningModule:
-    factory = instantiate(cfg.model, "model")
-    return factory(
-        encoder=instantiate(cfg.encoder, "encoder"),
-        head=instantiate(cfg.loss, "loss"),
-        augment=instantiate(cfg.augment, "augment"),
-        optimizer=instantiate(cfg.optim.optimizer, "optim.optimizer"),
-        weight_decay=cfg.optim.weight_decay,
-        warmup_epochs=cfg.optim.warmup_epochs,
-        final_lr_ratio=cfg.optim.final_lr_ratio,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    monitors = cfg.get("monitor") or {}
-    callbacks = [instantiate(c, f"monitor.{name}") for name, c in monitors.items() if c]
-    ckpt_dir = run_dir / "checkpoints"
-    ck = cfg.checkpoint
-    callbacks += [
-        # last.ckpt after every epoch (Lightning's save_last only follows a new best)
-        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                        save_on_train_epoch_end=True, enable_version_counter=False),
-        # and every N steps if asked: a second callback, as one given steps stops saving at
-        # epoch ends (Lightning makes the two triggers mutually exclusive)
-        *([ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                           every_n_train_steps=ck.every_n_train_steps,
-                           enable_version_counter=False)]
-          if ck.every_n_train_steps else []),
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/online_probe_top1",
-                        mode="max", save_top_k=1, enable_version_counter=False),
-        LearningRateMonitor(logging_interval="step"),
-        *([ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", monitor="epoch",
-                           mode="max", save_top_k=ck.keep_last, auto_insert_metric_name=False,
-                           save_on_train_epoch_end=True, enable_version_counter=False)]
-          if ck.keep_last else []),
-        progress_bar(cfg.progress_bar_refresh_rate),
-        Throughput(),
-        RunLog(run_dir / "train.log"),
-        Preemption(ckpt_dir / "last.ckpt"),
-    ]
-    loggers = [instantiate(c, f"logger") for c in cfg.logger.values() if c] if cfg.logger else []
-    return instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
-        default_root_dir=str(run_dir),
-    )
-
-
-# config sections whose change alters what a run means; anything else (max_epochs, loggers,
-# evaluation, paths, worker counts) may differ on resume
-MEANING_KEYS = ("loss", "encoder", "augment", "model", "optim", "seed", "data._target_",
-                "data.batch_size", "data.imbalance_ratio", "data.imbalance_profile",
-                "data.train_split", "prior", "data.domain_shift")
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    saved_cfg, current_cfg = OmegaConf.create(saved), OmegaConf.create(current)
-    differing = []
-    for key in MEANING_KEYS:
-        a = OmegaConf.select(saved_cfg, key, default=None)
-        b = OmegaConf.select(current_cfg, key, default=None)
-        a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
-        b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
-        if a != b:
-            differing += _leaf_differences(key, a, b)
-    return differing
-
-
-def _leaf_differences(prefix: str, a, b) -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                out += _leaf_differences(f"{prefix}.{k}", a.get(k), b.get(k))
-        return out
-    return [f"{prefix} ({a!r} -> {b!r})"]
-
-
-def planned_world_size(trainer_cfg: DictConfig) -> int | None:
-    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1) or 1
-    if isinstance(devices, int) and devices > 0:
-        return devices * nodes
-    if OmegaConf.is_list(devices):
-        return len(devices) * nodes
-    return None  # "auto" / -1: known once the trainer starts
-
-
-def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
-    """Batch size against dataset size and device count, crop sizes against image size."""
-    world = planned_world_size(cfg.trainer)
-    if world:
-        dm.per_rank_batch(world)
-    n = len(dm.split("pretrain"))
-    if dm.batch_size > n:
-        raise ConfigError(
-            f"data.batch_size={dm.batch_size} exceeds the {n} pretraining images of {dm.name}; "
-            "lower data.batch_size"
-        )
-    check_queue_fits(cfg.loss.get("queue_size"), n, dm.name)
-    aug = cfg.augment
-    for key in ("crop_size", "local_crop_size"):
-        size = aug.get(key)
-        if size is not None and not 1 <= size <= dm.image_size:
-            if key == "local_crop_size" and not aug.get("local_views"):
-                continue
-            raise ConfigError(
-                f"augment.{key}={size} must be between 1 and the image size {dm.image_size} of "
-                f"{dm.name}"
-            )
-
-
-def check_same_model(path: Path, saved: dict, module: L.LightningModule) -> None:
-    """Refuse, by name, a checkpoint whose weights (``saved`` state dict) do not fit this model."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = sorted(k for k in set(own) & set(saved) if own[k].shape != saved[k].shape)
-    if missing or unexpected or shapes:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes))
-            if keys
-        )
-        raise CheckpointError(f"checkpoint {path} refused: it holds another model ({detail})")
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path, dict] | None:
-    """``resume=PATH`` if given, else ``last.ckpt`` of this run dir if present: its path and
-    contents, vetted, and refused if its config differs in what changes the run's meaning."""
-    path = Path(hydra.utils.to_absolute_path(cfg.resume)) if cfg.resume else last_checkpoint(run_dir)
-    if path is None:
-        return None
-    ckpt = load_checkpoint(path)
-    current = OmegaConf.to_container(cfg, resolve=True)
-    differing = config_differences(ckpt["sslkit"].get("config", {}), current)
-    if differing and not cfg.get("resume_allow_config_change", False):
-        raise ConfigError(
-            f"checkpoint {path} refused: its config differs in {', '.join(differing[:6])}"
-            f"{' ...' if len(differing) > 6 else ''}; resume with the same settings or add "
-            "resume_allow_config_change=true"
-        )
-    return path, ckpt
-
-
-def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.LightningDataModule,
-                     run_dir: Path, evaluators: dict | None = None) -> dict:
-    """The offline evaluators of ``cfg.eval`` (sslkit/eval/runner.py) on the trained module;
-    returns what summary.json keeps of them."""
-    from rich.console import Console
-
-    results = evaluate_module(cfg, module, dm, run_dir, cfg.seed, Console(), evaluators)
-    return summary_entries(results)
 
 
 def quiet_lightning() -> None:

@@ -63,7 +63,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "monitor.knn.every_n_epochs": (0, None, True),
 }
 
-# keys that no ``_target_`` receives as a parameter (read by sslkit/run.py)
+# keys that no ``_target_`` receives as a parameter (read by sslkit/run.py and sslkit/build.py)
 TYPES: dict[str, object] = {
     "seed": int,
     "threads": int | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import shutil
 import struct
 from pathlib import Path
 
@@ -147,6 +148,38 @@ def make_utzappos(root: Path, per_class: int = 4, size=(34, 26)) -> Path:
 
 # -- loss heads ----------------------------------------------------------------------------------
 F64 = torch.float64
+
+
+def make_pacs(root: Path) -> Path:
+    """PACS-like domain folders: ``root/DOMAIN/CLASS/*.png`` for three domains, two classes."""
+    for domain in ("art", "photo", "sketch"):
+        make_image_folder(root / "tmp", classes=("dog", "horse"), per_class=2, size=(10, 10))
+        (root / "tmp" / "train").rename(root / domain)
+        shutil.rmtree(root / "tmp")
+    return root
+
+
+def _imagenet_folder(root: Path) -> Path:
+    classes = (ROOT / "sslkit" / "data" / "imagenet100_classes.txt").read_text().split()
+    make_image_folder(root / "imagenet", classes=classes, per_class=1, size=(20, 16))
+    return root / "imagenet"
+
+
+# data module class -> writer of tiny files in its real format under a temp dir; returns the
+# data.root to use. Every dataset config's class needs one (tests/test_extending.py,
+# tests/test_experiments.py say so when one is missing).
+STAND_INS = {
+    "FashionMNIST": lambda root: make_fashion_mnist(root / "fmnist", n_train=32, n_test=16),
+    "CIFAR10": lambda root: make_cifar(root, 10, n=8),
+    "CIFAR100": lambda root: make_cifar(root, 100, n=8),
+    "STL10": lambda root: make_stl10(root, n=6),
+    "SVHN": lambda root: make_svhn(root / "svhn", n=16),
+    "ImageFolder": _imagenet_folder,
+    "CUB200": lambda root: make_cub(root, classes=2, per_class=8),
+    "UTZappos": lambda root: make_utzappos(root, per_class=6),
+    "DomainFolder": lambda root: make_pacs(root / "pacs"),
+    "Synthetic": lambda root: root,
+}
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

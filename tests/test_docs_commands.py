@@ -113,8 +113,6 @@ def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -
         argv += [] if "--threads" in argv else ["--threads", "1"]
     elif argv[1] == "scripts/train_prior.py":
         argv += ["experiment=smoke", "threads=1", "prior.epochs=1", f"prior.cache_dir={tmp_path}"]
-    elif argv[1] == "scripts/robust_eval.py":
-        argv += ["eval.robust.test_size=32", "eval.robust.alf.train_size=32", f"out={tmp_path / 'r.json'}"]
     return argv
 
 

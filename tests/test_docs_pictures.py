@@ -26,8 +26,8 @@ def smoke_scale(command: str, tmp: Path) -> list[str]:
     script = args[1]
     if script == "train.py":
         args.append("experiment=smoke")
-    elif script == "scripts/plots.py":
-        args.append("max_points=100")
+    elif script == "scripts/evaluate.py":
+        args.append("eval.plots.max_points=100")
     elif script == "scripts/bench_embedding.py":
         args += ["--n", "300", "--out", str(tmp / "bench.json")]
     return [sys.executable, *args[1:]]
@@ -36,7 +36,7 @@ def smoke_scale(command: str, tmp: Path) -> list[str]:
 def test_doc_has_commands_and_pictures():
     commands = doc_commands()
     assert any(c.startswith("python train.py") for c in commands)
-    assert any(c.startswith("python scripts/plots.py") for c in commands)
+    assert any(c.startswith("python scripts/evaluate.py") and "eval=[plots]" in c for c in commands)
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", DOC.read_text()):
         assert (DOC.parent / link).exists(), link
 

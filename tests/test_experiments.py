@@ -2,7 +2,7 @@
 build on tiny stand-in files in the real formats; the small-image ones take a training step.
 
 Recipes are picked up from the folder: a new one is covered without editing this file (a new
-dataset needs a stand-in writer in STAND_INS)."""
+dataset needs a stand-in writer in STAND_INS of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,40 +16,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from sslkit.run import build_datamodule, build_module, check_sizes
-from tests.conftest import (
-    make_cifar,
-    make_cub,
-    make_fashion_mnist,
-    make_image_folder,
-    make_stl10,
-    make_svhn,
-    make_utzappos,
-)
+from sslkit.build import build_datamodule, build_module
+from sslkit.preflight import check_sizes
+from tests.conftest import STAND_INS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
 RECIPES = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
-IMAGENET100 = (ROOT / "sslkit" / "data" / "imagenet100_classes.txt").read_text().split()
-
-
-def _folder(root: Path, classes) -> Path:
-    make_image_folder(root / "imagenet", classes=classes, per_class=1, size=(20, 16))
-    return root / "imagenet"
-
-
-# data class -> writer of tiny files in its real format under a temp dir; returns data.root
-STAND_INS = {
-    "FashionMNIST": lambda root: make_fashion_mnist(root / "fmnist", n_train=32, n_test=16),
-    "CIFAR10": lambda root: make_cifar(root, 10, n=8),
-    "CIFAR100": lambda root: make_cifar(root, 100, n=8),
-    "STL10": lambda root: make_stl10(root, n=6),
-    "SVHN": lambda root: make_svhn(root / "svhn", n=16),
-    "ImageFolder": lambda root: _folder(root, IMAGENET100),
-    "CUB200": lambda root: make_cub(root, classes=2, per_class=8),
-    "UTZappos": lambda root: make_utzappos(root, per_class=6),
-    "Synthetic": lambda root: root,
-}
 
 # the papers' settings the recipes must carry (the official codes' values; see each header)
 EXPECTED = {
@@ -115,7 +88,7 @@ def test_recipe_builds_on_stand_in_files(name, tmp_path):
         got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
         assert got == value, key
     target = cfg.data._target_.rsplit(".", 1)[1]
-    assert target in STAND_INS, f"add a stand-in writer for data {target} to STAND_INS"
+    assert target in STAND_INS, f"add a stand-in writer for data {target} to STAND_INS in tests/conftest.py"
     with open_dict(cfg):
         cfg.data.root = str(STAND_INS[target](tmp_path))
         cfg.data.batch_size = 4

@@ -1,44 +1,24 @@
 """Contracts every encoder and dataset config meets; a new ``configs/encoder/NAME.yaml`` or
-``configs/data/NAME.yaml`` is tested as soon as it exists (heads: tests/test_heads_train.py).
+``configs/data/NAME.yaml`` is tested as soon as it exists (heads: tests/test_heads_train.py,
+evaluators: tests/eval/test_evaluator_contract.py).
 See docs/extending.md."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 import sslkit
 from sslkit.cli import config_dir
-from tests.conftest import (make_cifar, make_cub, make_fashion_mnist, make_image_folder,
-                            make_stl10, make_svhn, make_utzappos)
+from tests.conftest import STAND_INS
 
 ENCODERS = sorted(p.stem for p in (config_dir() / "encoder").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
 
-
-def _imagenet100(root: Path) -> None:
-    classes = (Path(sslkit.__file__).parent / "data" / "imagenet100_classes.txt").read_text().split()
-    make_image_folder(root, classes=classes, per_class=1, size=(12, 12))
-
-
-# tiny files in each dataset's real format, keyed by its data module (tests/conftest.py writers)
-WRITERS = {
-    "FashionMNIST": make_fashion_mnist,
-    "CIFAR10": lambda root: make_cifar(root, 10),
-    "CIFAR100": lambda root: make_cifar(root, 100),
-    "STL10": make_stl10,
-    "ImageFolder": make_image_folder,
-    "Synthetic": lambda root: None,
-    "SVHN": make_svhn,
-    "CUB200": make_cub,
-    "UTZappos": make_utzappos,
-    "DomainFolder": lambda root: __import__("tests.test_inputs", fromlist=["make_pacs"]).make_pacs(root),
-}
 SIZE = {"imagefolder": ["data.image_size=16", "data.load_size=16"],
-        "imagenet": ["data.image_size=16", "data.load_size=16", "data.num_classes=3"],
+        "imagenet": ["data.image_size=16", "data.load_size=16", "data.num_classes=100"],
         "imagenet100": ["data.image_size=16", "data.load_size=16"],
         "cub200": ["data.image_size=16", "data.load_size=16"],
         "utzappos": ["data.image_size=16", "data.load_size=16"],
@@ -64,12 +44,13 @@ def test_encoder_contract(name, data, tmp_path):
 def test_dataset_contract(name, tmp_path):
     """From its config and tiny files in its format: uint8 images of the configured channels,
     labels in range, batches as dicts of image/label/index, config and module agreeing."""
-    cfg, _, _ = sslkit.compose(["experiment=smoke", f"data={name}", f"data.root={tmp_path}",
-                                "data.batch_size=4", "data.num_workers=0", *SIZE.get(name, [])],
-                               run_dir=tmp_path / "run")
+    cfg, _, _ = sslkit.compose(["experiment=smoke", f"data={name}", "data.batch_size=4",
+                                "data.num_workers=0", *SIZE.get(name, [])], run_dir=tmp_path / "run")
     kind = cfg.data._target_.rsplit(".", 1)[1]
-    assert kind in WRITERS, f"add a writer of tiny {kind} files to WRITERS in {__file__}"
-    (_imagenet100 if name == "imagenet100" else WRITERS[kind])(Path(cfg.data.root))
+    assert kind in STAND_INS, (f"add a writer of tiny {kind} files in its real format to STAND_INS "
+                               "in tests/conftest.py")
+    with open_dict(cfg):
+        cfg.data.root = str(STAND_INS[kind](tmp_path))
     dm = instantiate(cfg.data)
     dm.setup("fit")
     assert dm.in_chans == cfg.data.in_chans

@@ -4,7 +4,6 @@ check, the prior sources, the synthetic domain shift and PACS-style domain folde
 from __future__ import annotations
 
 import math
-import shutil
 
 import lightning as L
 import numpy as np
@@ -27,7 +26,7 @@ from sslkit.prior.features import FeaturePrior
 from sslkit.prior.labels import LabelPrior
 from sslkit.prior.vae import VAEPrior
 
-from tests.conftest import ROOT, make_fashion_mnist, make_image_folder
+from tests.conftest import ROOT, make_fashion_mnist, make_image_folder, make_pacs
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -73,7 +72,7 @@ def test_module_passes_any_required_batch_field():
     """A new input is a batch field plus a name in requires: no module code names it."""
     from hydra import compose, initialize_config_dir
 
-    from sslkit.run import instantiate
+    from sslkit.build import instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=smoke"])
@@ -261,14 +260,6 @@ def test_gca_group_targets_from_domains_or_labels():
     assert abs(float(got) - float(GCAINCE()(z).loss)) > 1e-3
     with pytest.raises(ValueError, match="groups must be one of"):
         GCAINCE(groups="colour")
-
-
-def make_pacs(root):
-    for domain in ("art", "photo", "sketch"):
-        make_image_folder(root / "tmp", classes=("dog", "horse"), per_class=2, size=(10, 10))
-        (root / "tmp" / "train").rename(root / domain)
-        shutil.rmtree(root / "tmp")
-    return root
 
 
 def test_domain_folder_reads_domains_and_holds_one_out(tmp_path):

@@ -1,5 +1,5 @@
 """``pip install .`` (not editable) gives a working package: configs shipped inside it, the
-``sslkit-train`` console script, ``sslkit.train`` from Python, all away from the checkout."""
+``sslkit-train`` and ``sslkit-eval`` console scripts, ``sslkit.train`` from Python, all away from the checkout."""
 
 from __future__ import annotations
 
@@ -55,6 +55,11 @@ def test_installed_package_runs_away_from_the_checkout(venv, tmp_path):
     sh(venv / "bin" / "sslkit-train", "experiment=smoke", "trainer.max_epochs=1", "threads=1",
        "loss=cacr", f"hydra.run.dir={run}", cwd=tmp_path)
     assert json.loads((run / "summary.json").read_text())["loss"] == "cacr"
+    out = tmp_path / "knn.json"
+    sh(venv / "bin" / "sslkit-eval", f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", "eval=[knn]",
+       "threads=1", f"out={out}", cwd=tmp_path)
+    assert json.loads(out.read_text())["results"]["knn"]["top1"] == json.loads(
+        (run / "eval" / "knn.json").read_text())["top1"]
     api = tmp_path / "api"
     sh(py, "-c", "import sslkit; s = sslkit.train(overrides=['experiment=smoke', 'trainer.max_epochs=1', "
        f"'threads=1'], run_dir='{api}'); print(s['global_step'])", cwd=tmp_path)

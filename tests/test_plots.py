@@ -206,5 +206,5 @@ def test_pictures_go_to_an_attached_wandb_logger(tmp_path, monkeypatch):
     logger.experiment.finish()
     logged = list((tmp_path / "wandb").rglob("media/images/plots/embedding_*.png"))
     assert len(logged) == 1 and logged[0].stat().st_size > 0
-    # no trainer attached (scripts/plots.py): nothing to log to, no error
+    # no trainer attached (scripts/evaluate.py): nothing to log to, no error
     log_to_wandb(SimpleNamespace(module=SimpleNamespace()), {"embedding": png})

@@ -29,8 +29,8 @@ def two_runs(tmp_path_factory) -> list[Path]:
                    f"hydra.run.dir={run_dir}", *(["monitor.recorder.every_n_epochs=1"] if loss == "cacr" else []))
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs.append(run_dir)
-    proc = run("scripts/plots.py", f"checkpoint={runs[1] / 'checkpoints' / 'last.ckpt'}",
-               "max_points=100", "n_jobs=1")
+    proc = run("scripts/evaluate.py", f"checkpoint={runs[1] / 'checkpoints' / 'last.ckpt'}",
+               "eval=[plots]", "eval.plots.max_points=100", "eval.plots.n_jobs=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     # an evaluator result only the first run has
     (runs[0] / "eval").mkdir(exist_ok=True)  # train.py already wrote its evaluators there

@@ -1,11 +1,12 @@
 """Robust evaluation: attacks against closed-form worst cases of linear models, the sanity
 properties of robust accuracy, gradients through the attacked model, the evaluator on a real
-module, and scripts/robust_eval.py end to end."""
+module, and ``scripts/evaluate.py 'eval=[robust]'`` end to end."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -225,7 +226,7 @@ def robust_cfg(**overrides):
 
 
 def test_config_refuses_bad_modes_and_skips():
-    from sslkit.run import instantiate
+    from sslkit.build import instantiate
 
     with pytest.raises(ConfigError, match=r"choose from \['slf', 'alf', 'aff'\]"):
         instantiate(robust_cfg(modes="[slf,nope]"), "eval.robust")
@@ -241,7 +242,7 @@ def smoke_module_and_data():
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from sslkit.run import build_datamodule, build_module
+    from sslkit.build import build_datamodule, build_module
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=smoke"])
@@ -291,7 +292,7 @@ def doc_commands() -> list[str]:
 
 SMOKE = {  # appended to the documented commands: later key=value pairs win
     "train.py": ["experiment=smoke"],
-    "scripts/robust_eval.py": ["eval.robust.test_size=32", "eval.robust.alf.train_size=32",
+    "scripts/evaluate.py": ["eval.robust.test_size=32", "eval.robust.alf.train_size=32",
                                "eval.robust.aff.train_size=32", "eval.robust.slf.epochs=5"],
 }
 
@@ -300,12 +301,12 @@ SMOKE = {  # appended to the documented commands: later key=value pairs win
 def test_documented_commands_run_at_smoke_scale(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     commands = doc_commands()
-    assert [c.split()[1] for c in commands] == ["train.py"] + ["scripts/robust_eval.py"] * 3
+    assert [shlex.split(c)[1] for c in commands] == ["train.py"] + ["scripts/evaluate.py"] * 3
     run_dir = tmp_path / "fm1"
     for command in commands:
         command = command.replace("runs/fm1", str(run_dir))
         command = command.replace("/tmp/robust.json", str(tmp_path / "robust.json"))
-        python, script, *args = command.split()
+        python, script, *args = shlex.split(command)
         assert python == "python"
         proc = subprocess.run([sys.executable, script, *args, *SMOKE[script]], cwd=ROOT,
                               capture_output=True, text=True, timeout=600, env=env)
@@ -313,20 +314,23 @@ def test_documented_commands_run_at_smoke_scale(tmp_path):
     attacks = {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5", "fgsm_linf_8"}
     # the last command to write eval/robust.json ran SLF with AutoAttack
     result = json.loads((run_dir / "eval" / "robust.json").read_text())
-    assert set(result) == {"slf", "settings"} and set(result["slf"]) == attacks | {"autoattack"}
+    assert set(result) == {"slf", "settings", "seconds"} and set(result["slf"]) == attacks | {"autoattack"}
     assert all(v <= result["slf"]["clean"] for v in result["slf"].values())
-    assert result["settings"]["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
-    result = json.loads((tmp_path / "robust.json").read_text())
-    assert set(result) == {"slf", "alf", "aff", "settings"} and set(result["alf"]) == attacks
+    record = json.loads((tmp_path / "robust.json").read_text())
+    assert record["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt") and record["epoch"] == torch.load(
+        run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    result = record["results"]["robust"]
+    assert set(result) == {"slf", "alf", "aff", "settings", "seconds"} and set(result["alf"]) == attacks
 
 
 @pytest.mark.slow
-def test_robust_eval_script_refuses_bad_settings_in_one_line(tmp_path):
+def test_evaluate_refuses_bad_robust_settings_in_one_line(tmp_path):
     ckpt = tmp_path / "none.ckpt"
     for args, needle in (([], "no such file"),
                          (["eval.robust.modes=[slf,xlf]"], "choose from ['slf', 'alf', 'aff']"),
                          (["eval.robust.skip=[pgd]"], "unknown attacks ['pgd']")):
-        proc = subprocess.run([sys.executable, "scripts/robust_eval.py", f"checkpoint={ckpt}", *args],
+        proc = subprocess.run([sys.executable, "scripts/evaluate.py", f"checkpoint={ckpt}",
+                               "eval=[robust]", *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr

@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Mapping
 
-# what makes two runs the same experiment (their seeds aside): sslkit.run.MEANING_KEYS plus the
+# what makes two runs the same experiment (their seeds aside): sslkit.checkpoint.MEANING_KEYS plus the
 # schedule length
 IDENTITY_KEYS = ("loss", "encoder", "augment", "model", "optim", "data._target_", "data.batch_size",
                  "data.imbalance_ratio", "data.imbalance_profile", "data.train_split",

@@ -66,6 +66,8 @@ class KNNClassifier:
             from sslkit.errors import ConfigError
 
             raise ConfigError(f"eval.knn.summary_k={summary_k} is not one of eval.knn.k={self.ks}")
+        # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
+        self.result_keys = ("temperature", "top1", *(f"k{k}_top1" for k in self.ks))
 
     def __call__(self, ctx) -> dict:
         bank, bank_labels = (t.to(ctx.device) for t in ctx.labelled("probe"))

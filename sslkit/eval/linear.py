@@ -133,6 +133,10 @@ def classification_report(logits: Tensor, y: Tensor, num_classes: int) -> dict:
 class LinearProbe:
     """Offline evaluator ``linear`` (fast protocol); see the module docstring."""
 
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
+    result_keys = ("protocol", "top1", "per_class_top1", "train_top1", "l2", "holdout_top1",
+                   "n_train", "n_test", "seconds")
+
     def __init__(self, l2_grid: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
                  holdout_fraction: float = 0.1, max_iter: int = 200, tolerance: float = 1e-6) -> None:
         self.l2_grid, self.holdout_fraction = list(l2_grid), holdout_fraction

@@ -24,6 +24,10 @@ class LinearSGD:
     """Offline evaluator ``linear_sgd``; see the module docstring. ``lr`` is for a batch of 256
     and is scaled linearly with ``batch_size``."""
 
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
+    result_keys = ("protocol", "top1", "per_class_top1", "epochs", "batch_size", "lr",
+                   "train_loss_per_epoch", "seconds")
+
     def __init__(self, epochs: int = 30, batch_size: int = 256, lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 0.0) -> None:
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr

@@ -18,7 +18,8 @@ def load_for_evaluation(path: str | Path, overrides: dict | None = None):
     from the config saved in it; ``overrides`` (dotted keys) adjust that config, e.g. a moved
     ``data.root``. Returns ``(cfg, module, datamodule, checkpoint)``; a missing, foreign or
     mismatching file raises a one-line CheckpointError."""
-    from sslkit.run import build_datamodule, build_module, check_same_model
+    from sslkit.build import build_datamodule, build_module
+    from sslkit.checkpoint import check_same_model
 
     path = Path(path).expanduser()
     ckpt = load_checkpoint(path)

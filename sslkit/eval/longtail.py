@@ -47,6 +47,10 @@ class LongTailEval:
     """Offline evaluator ``longtail``; see the module docstring. Uses the fast linear protocol
     (``sslkit.eval.linear``) and weighted kNN."""
 
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
+    result_keys = ("imbalance_ratio", "imbalance_profile", "thresholds", "pretrain_class_counts",
+                   "class_groups", "classes_per_group", "linear", "knn", "seconds")
+
     def __init__(self, many_threshold: int = 100, few_threshold: int = 20,
                  l2_grid: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
                  holdout_fraction: float = 0.1, max_iter: int = 200, tolerance: float = 1e-6,

@@ -123,6 +123,9 @@ class RepresentationMetrics:
     test images, and a collapse warning when RankMe or the std ratio falls below its
     threshold."""
 
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
+    result_keys = ("encoder", "projector", "num_samples", "collapse_warning", "seconds")
+
     def __init__(self, num_samples: int = 2048, alignment_alpha: float = 2.0,
                  uniformity_t: float = 2.0, min_rank: float = 2.0, min_std_ratio: float = 0.1) -> None:
         self.num_samples, self.alpha, self.t = num_samples, alignment_alpha, uniformity_t

@@ -36,6 +36,9 @@ class Plots:
     """Writes every picture the run has the data for and returns their paths (relative to the
     run dir) with what was skipped and why."""
 
+    # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
+    result_keys = ("files", "skipped")
+
     def __init__(self, method: str = "tsne", max_points: int = 10_000, n_neighbors: int = 15,
                  metric: str = "cosine", n_jobs: int | None = None, max_pair_samples: int = 4000,
                  dpi: int = 100, seed: int = 0) -> None:

@@ -195,6 +195,8 @@ class RobustEval:
             if value is not None and value < 1:
                 raise ConfigError(f"eval.robust.{key}={value} must be at least 1 (or null)")
         self.modes = list(modes)
+        # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
+        self.result_keys = (*self.modes, "settings")
         self.attacks = {k: v for k, v in attacks.items() if k not in skip and v is not None}
         self.train_attack = train_attack
         self.test_size, self.batch_size = test_size, batch_size

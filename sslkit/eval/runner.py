@@ -1,5 +1,6 @@
 """Run the offline evaluators selected in ``cfg.eval`` on a trained module and write
-``<run_dir>/eval/NAME.json``; shared by the end of ``train.py`` and ``scripts/evaluate.py``."""
+``<run_dir>/eval/NAME.json``; shared by the end of ``train.py`` (``final_evaluation``) and
+``scripts/evaluate.py``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import lightning as L
 import torch
 from omegaconf import DictConfig
 
@@ -31,7 +33,7 @@ def eval_device(setting: str | None) -> torch.device:
 
 def build_evaluators(cfg: DictConfig) -> dict:
     """Instantiate every entry of ``cfg.eval`` that names a ``_target_`` (in config order)."""
-    from sslkit.run import instantiate
+    from sslkit.build import instantiate
 
     if "_group_" in cfg:
         raise ConfigError(
@@ -57,20 +59,22 @@ def jsonable(value):
     return value
 
 
-def run_evaluators(evaluators: dict, ctx: EvalContext, console=None) -> dict[str, dict]:
+def run_evaluators(evaluators: dict, ctx: EvalContext, console=None, write: bool = True) -> dict[str, dict]:
     """Call each evaluator on ``ctx``; write ``<run_dir>/eval/NAME.json`` as each finishes
-    (with its ``seconds``) and return every result by name."""
+    (with its ``seconds``; unless ``write`` is false) and return every result by name."""
     out_dir = Path(ctx.run_dir) / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, evaluator in evaluators.items():
         started = time.perf_counter()
         result = jsonable(evaluator(ctx))
         result.setdefault("seconds", time.perf_counter() - started)
-        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        if write:
+            (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         results[name] = result
         if console is not None:
-            console.print(f"eval/{name}.json written ({result['seconds']:.1f} s)")
+            console.print(f"eval/{name}{'.json written' if write else ' done'} ({result['seconds']:.1f} s)")
     return results
 
 
@@ -132,17 +136,27 @@ def results_table(results: dict[str, dict], title: str = "sslkit evaluation"):
 
 
 def evaluate_module(cfg: DictConfig, module, datamodule, run_dir: Path, seed: int,
-                    console=None, evaluators: dict | None = None) -> dict[str, dict]:
+                    console=None, evaluators: dict | None = None, write: bool = True) -> dict[str, dict]:
     """Run ``evaluators`` (default: built from ``cfg.eval``) with ``module`` moved to
     ``cfg.eval_device`` in eval mode, print the table; returns results by name (empty when no
-    evaluator is selected)."""
+    evaluator is selected). ``write``: also write ``<run_dir>/eval/NAME.json``."""
     evaluators = build_evaluators(cfg) if evaluators is None else evaluators
     if not evaluators:
         return {}
     device = eval_device(cfg.get("eval_device"))
     module.to(device).eval()
     ctx = EvalContext(module=module, datamodule=datamodule, run_dir=Path(run_dir), seed=seed)
-    results = run_evaluators(evaluators, ctx, console)
+    results = run_evaluators(evaluators, ctx, console, write)
     if console is not None:
         console.print(results_table(results, f"sslkit evaluation: {run_dir}"))
     return results
+
+
+def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.LightningDataModule,
+                     run_dir: Path, evaluators: dict | None = None) -> dict:
+    """The offline evaluators of ``cfg.eval`` on the module at the end of training; returns what
+    summary.json keeps of them."""
+    from rich.console import Console
+
+    results = evaluate_module(cfg, module, dm, run_dir, cfg.seed, Console(), evaluators)
+    return summary_entries(results)

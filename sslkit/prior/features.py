@@ -61,7 +61,7 @@ class FeaturePrior(PriorSource):
 
         from sslkit.checkpoint import load_checkpoint
         from sslkit.eval.features import extract
-        from sslkit.run import build_module
+        from sslkit.build import build_module
 
         ckpt = load_checkpoint(self.checkpoint)
         module = build_module(OmegaConf.create(ckpt["sslkit"]["config"]))

@@ -17,7 +17,7 @@ def smoke_parts():
     from hydra.core.global_hydra import GlobalHydra
 
     from sslkit.cli import CONFIG_DIR
-    from sslkit.run import build_datamodule, build_module
+    from sslkit.build import build_datamodule, build_module
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -1,0 +1,87 @@
+"""Build the parts of a run from its config: data module, Lightning module, Trainer (with the
+run's callbacks and loggers)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from sslkit.errors import ConfigError, UserError
+from sslkit.preemption import Preemption
+from sslkit.runlog import RunLog, progress_bar
+from sslkit.throughput import Throughput
+
+
+def instantiate(cfg: DictConfig, what: str, *args, **kwargs):
+    """``hydra.utils.instantiate`` that turns a constructor's complaint into a one-line
+    ConfigError naming the config group."""
+    try:
+        return hydra.utils.instantiate(cfg, *args, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, UserError):
+            raise cause from None
+        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"{what}: {msg}") from None
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    data_cfg = cfg.data.copy()
+    root = data_cfg.get("root")
+    if isinstance(root, str) and root != "???" and not os.path.isabs(root):
+        data_cfg.root = hydra.utils.to_absolute_path(root)
+    return instantiate(data_cfg, "data")
+
+
+def build_module(cfg: DictConfig) -> L.LightningModule:
+    factory = instantiate(cfg.model, "model")
+    return factory(
+        encoder=instantiate(cfg.encoder, "encoder"),
+        head=instantiate(cfg.loss, "loss"),
+        augment=instantiate(cfg.augment, "augment"),
+        optimizer=instantiate(cfg.optim.optimizer, "optim.optimizer"),
+        weight_decay=cfg.optim.weight_decay,
+        warmup_epochs=cfg.optim.warmup_epochs,
+        final_lr_ratio=cfg.optim.final_lr_ratio,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    monitors = cfg.get("monitor") or {}
+    callbacks = [instantiate(c, f"monitor.{name}") for name, c in monitors.items() if c]
+    ckpt_dir = run_dir / "checkpoints"
+    ck = cfg.checkpoint
+    callbacks += [
+        # last.ckpt after every epoch (Lightning's save_last only follows a new best)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                        save_on_train_epoch_end=True, enable_version_counter=False),
+        # and every N steps if asked: a second callback, as one given steps stops saving at
+        # epoch ends (Lightning makes the two triggers mutually exclusive)
+        *([ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                           every_n_train_steps=ck.every_n_train_steps,
+                           enable_version_counter=False)]
+          if ck.every_n_train_steps else []),
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/online_probe_top1",
+                        mode="max", save_top_k=1, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="step"),
+        *([ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", monitor="epoch",
+                           mode="max", save_top_k=ck.keep_last, auto_insert_metric_name=False,
+                           save_on_train_epoch_end=True, enable_version_counter=False)]
+          if ck.keep_last else []),
+        progress_bar(cfg.progress_bar_refresh_rate),
+        Throughput(),
+        RunLog(run_dir / "train.log"),
+        Preemption(ckpt_dir / "last.ckpt"),
+    ]
+    loggers = [instantiate(c, f"logger") for c in cfg.logger.values() if c] if cfg.logger else []
+    return instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
+        default_root_dir=str(run_dir),
+    )

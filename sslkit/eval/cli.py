@@ -1,0 +1,154 @@
+"""The ``scripts/evaluate.py`` / ``sslkit-eval`` command: the offline evaluators of
+``configs/eval/`` on saved checkpoints.
+
+    sslkit-eval checkpoint=runs/.../checkpoints/last.ckpt
+    sslkit-eval checkpoint=PATH eval=[linear,knn,metrics] eval.knn.k=[10]
+    sslkit-eval checkpoint=PATH eval=[robust] eval.robust.modes=[slf] out=/tmp/robust.json
+    sslkit-eval checkpoint=PATH eval=[plots] eval.plots.max_points=3000 data.root=/data
+    sslkit-eval checkpoint=[seed0/checkpoints/last.ckpt,seed1/checkpoints/last.ckpt]
+
+Each checkpoint is vetted (a missing, corrupt or foreign file is refused in one line), its model
+and data are rebuilt from the config saved in it (a ``key=value`` of that config, e.g.
+``data.root=/data``, changes it first), and every selected evaluator writes ``eval/NAME.json``
+into the checkpoint's run dir (the folder holding ``checkpoints/``), or all of them go to
+``out=FILE``; a table is printed. With several checkpoints, runs that differ only in ``seed``
+are also summarised as mean and 95% interval. From Python: ``sslkit.evaluate(checkpoint, [...])``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from sslkit.cli import CONFIG_DIR, check_choices, check_composes, expand_eval_all, fail
+from sslkit.errors import ConfigError, UserError
+
+RUN_CONFIG = "run_config"
+
+
+def run_config_overrides(argv: list[str]) -> list[str]:
+    """``data.root=/data`` -> ``+run_config.data.root=/data``: an override of a key the training
+    config has and the evaluation config does not changes the checkpoint's saved config."""
+    own = set(OmegaConf.load(CONFIG_DIR / "evaluate.yaml")) | {"eval", "hydra"}
+    train = set(OmegaConf.load(CONFIG_DIR / "train.yaml")) - {"defaults"}
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    out = []
+    for arg in argv:
+        key = arg.split("=", 1)[0].removeprefix("+")
+        top = key.split(".", 1)[0]
+        known = top in train or (top in groups and "." in key)  # `data=cifar10` is no key of it
+        if "=" in arg and not key.startswith(("~", "-")) and top not in own and known:
+            arg = f"+{RUN_CONFIG}.{arg.removeprefix('+')}"
+        out.append(arg)
+    return out
+
+
+def checkpoints(cfg: DictConfig) -> list[Path]:
+    value = cfg.checkpoint
+    paths = list(value) if OmegaConf.is_list(value) else [value]
+    return [Path(hydra.utils.to_absolute_path(str(p))) for p in paths]
+
+
+def saved_config_changes(cfg: DictConfig) -> dict:
+    """Dotted keys of the checkpoint's config to change: ``run_config`` and ``data_root``."""
+    changes = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                changes[f"{prefix}{key}"] = value
+
+    run_config = cfg.get(RUN_CONFIG)
+    walk(OmegaConf.to_container(run_config, resolve=True) if run_config else {}, "")
+    if cfg.data_root:
+        changes["data.root"] = cfg.data_root
+    if changes.get("data.root"):
+        changes["data.root"] = hydra.utils.to_absolute_path(str(changes["data.root"]))
+    return changes
+
+
+def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
+    """Evaluate every checkpoint of the composed ``evaluate`` config; ``(run config, results by
+    evaluator)`` per checkpoint."""
+    import torch
+    from rich.console import Console
+
+    from sslkit.eval.aggregate import aggregate
+    from sslkit.eval.loading import load_for_evaluation, run_dir_of
+    from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, jsonable
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    paths = checkpoints(cfg)
+    evaluators = build_evaluators(cfg)  # a bad evaluator config fails before any checkpoint loads
+    eval_device(cfg.eval_device)
+    if not evaluators:
+        raise UserError("no evaluator selected; pass e.g. eval=[linear,knn,metrics] or eval=all")
+    if cfg.out and len(paths) > 1:
+        raise ConfigError(f"out={cfg.out} takes the results of one checkpoint, not {len(paths)}; "
+                          "leave out= away (each run dir gets eval/NAME.json) or use aggregate_out=")
+    changes = saved_config_changes(cfg)
+    out = Path(hydra.utils.to_absolute_path(cfg.out)) if cfg.out else None
+    console = Console(width=120)
+    runs = []
+    for path in paths:
+        run_cfg, module, dm, ckpt = load_for_evaluation(path, changes)
+        seed = cfg.seed if cfg.seed is not None else int(run_cfg.get("seed") or 0)
+        console.print(f"evaluating {path} (epoch {ckpt.get('epoch')}, seed {seed})")
+        results = evaluate_module(cfg, module, dm, run_dir_of(path), seed, console, evaluators,
+                                  write=out is None)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            record = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "results": results}
+            out.write_text(json.dumps(jsonable(record), indent=2) + "\n")
+            console.print(f"results written to {out}")
+        runs.append((OmegaConf.to_container(run_cfg, resolve=True), results))
+    if len(runs) > 1:
+        groups = aggregate(runs)
+        print_aggregate(groups, console)
+        if cfg.aggregate_out:
+            target = Path(hydra.utils.to_absolute_path(cfg.aggregate_out))
+            target.write_text(json.dumps(groups, indent=2, default=str) + "\n")
+    return runs
+
+
+def print_aggregate(groups: list[dict], console) -> None:
+    from rich.table import Table
+
+    for i, group in enumerate(groups):
+        table = Table(title=f"group {i + 1}: {group['n']} run(s), seeds {group['seeds']}")
+        table.add_column("metric")
+        table.add_column("mean")
+        table.add_column("95% interval")
+        for name, s in group["metrics"].items():
+            interval = "-" if math.isnan(s["ci95"]) else f"± {s['ci95']:.4f}"
+            table.add_row(name, f"{s['mean']:.4f}", interval)
+        console.print(table)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except UserError as err:
+        fail(str(err))
+
+
+def main() -> None:
+    """``python scripts/evaluate.py ARGS``, ``python -m sslkit.eval.cli ARGS`` and the
+    ``sslkit-eval`` console script."""
+    sys.argv[1:] = run_config_overrides(expand_eval_all(sys.argv[1:]))
+    check_choices(sys.argv[1:])
+    check_composes(sys.argv[1:], "evaluate")
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()
