@@ -50,8 +50,9 @@ def main(argv: list[str]) -> dict:
     # the run's own settings (threads, data.root, ...) as typed values, like a command-line override
     overrides = {k: yaml.safe_load(v) for k, v in args.items() if not k.startswith(prefix)}
     cfg, module, dm, ckpt = load_for_evaluation(path, overrides)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    from sslkit.threads import apply as apply_threads
+
+    apply_threads(cfg.get("threads"))  # an int, null (torch's default) or auto
     module.to(device).eval()
     run_dir = run_dir_of(path)
     ctx = EvalContext(module=module, datamodule=dm, run_dir=run_dir, seed=int(cfg.get("seed") or 0))
