@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 AUTO = "auto"
 BF16, FP32 = "bf16-mixed", "32-true"
@@ -122,17 +123,18 @@ def calibrate(module: torch.nn.Module, images: torch.Tensor, steps: int = 1) -> 
         return time.perf_counter() - started
 
     measured: dict[str, list[float]] = {BF16: [], FP32: []}
-    step(True), step(False)
-    for i in range(max(1, steps)):
-        for name in ((BF16, FP32) if i % 2 == 0 else (FP32, BF16)):
-            measured[name].append(step(name == BF16))
+    with torch.random.fork_rng(devices=[]):  # dropout / drop-path draws leave the run's RNG alone
+        step(True), step(False)
+        for i in range(max(1, steps)):
+            for name in ((BF16, FP32) if i % 2 == 0 else (FP32, BF16)):
+                measured[name].append(step(name == BF16))
     return {name: sorted(ts)[len(ts) // 2] for name, ts in measured.items()}
 
 
 def choose(cfg, module, dm, processes: int | None) -> PrecisionChoice:
     """``decide`` for this run's config: the accelerator Lightning will use, the hardware facts,
-    and (CPU, native bf16, one process, ``precision_calibration_steps > 0``) the calibration on
-    a batch of the pretraining images."""
+    and (CPU, native bf16, one process, ``precision_calibration_steps > 0``, no
+    ``model.compile_encoder``) the calibration on a batch of the pretraining images' shape."""
     requested = str(cfg.trainer.get("precision", FP32))
     if requested != AUTO:
         return decide(requested, "cpu")
@@ -145,7 +147,9 @@ def choose(cfg, module, dm, processes: int | None) -> PrecisionChoice:
     steps = int(cfg.get("precision_calibration_steps", 1) or 0)
     procs = processes if processes is not None else 2  # "auto" devices: assume several
     timings = None
-    if flags and procs == 1 and steps > 0:
+    # a compiled encoder would time its compilation, not its steps
+    compiled = bool(OmegaConf.select(cfg, "model.compile_encoder", default=False))
+    if flags and procs == 1 and steps > 0 and not compiled:
         started = time.perf_counter()
         timings = calibrate(module, calibration_images(dm), steps)
         timings["seconds"] = time.perf_counter() - started

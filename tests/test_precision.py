@@ -72,7 +72,9 @@ def test_calibration_times_both_and_leaves_the_module_alone():
     before = {k: v.clone() for k, v in module.state_dict().items()}
     images = calibration_images(dm)
     assert images.dtype == torch.uint8 and images.shape == (32, 1, 16, 16)
+    rng = torch.get_rng_state()
     timings = calibrate(module, images, steps=1)
+    assert torch.equal(rng, torch.get_rng_state())  # the run's random draws stay as they were
     assert set(timings) == {BF16, FP32} and all(t > 0 for t in timings.values())
     after = module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
@@ -95,6 +97,9 @@ def test_choose_auto_on_this_cpu():
         assert choice.precision == FP32 and not choice.timings
     ddp = choose(cfg, module, dm, 2)
     assert not ddp.timings and ddp.precision == (BF16 if cpu_bf16_flags() else FP32)
+    cfg, dm, module = smoke_parts("trainer.precision=auto", "model.compile_encoder=true")
+    compiled = choose(cfg, module, dm, 1)  # would time torch.compile's compilation
+    assert not compiled.timings and compiled.precision == (BF16 if cpu_bf16_flags() else FP32)
 
 
 def run(tmp_path: Path, *args: str) -> dict:
