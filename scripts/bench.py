@@ -145,6 +145,8 @@ def load_config(device: torch.device, overrides: list[str] = ()):
     base = ["~logger", "data.download=false"]
     if device.type == "cuda":
         base.append("trainer=gpu")
+    # the figures compare fixed precisions: not trainer.precision=auto's start-up choice
+    base.append(f"trainer.precision={'bf16-mixed' if device.type == 'cuda' else '32-true'}")
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         return compose("train", overrides=base + list(overrides))
 

@@ -34,10 +34,9 @@ def main(argv: list[str]) -> None:
     if not cfg.get("prior"):
         fail("usage: python scripts/train_prior.py prior=vae|features|labels|attributes "
              "[key=value ...]")
-    if cfg.get("threads"):
-        import torch
+    from sslkit.threads import apply as apply_threads
 
-        torch.set_num_threads(int(cfg.threads))
+    apply_threads(cfg.get("threads"))  # an int, null (torch's default) or auto
     dm = build_datamodule(cfg)
     dm.setup("fit")
     source = instantiate(absolute_paths(cfg.prior), "prior")

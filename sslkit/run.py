@@ -19,10 +19,13 @@ from sslkit.build import build_datamodule, build_module, build_trainer, instanti
 from sslkit.checkpoint import check_same_model, resume_checkpoint
 from sslkit.data.fields import check_head_inputs
 from sslkit.eval.runner import build_evaluators, eval_device, final_evaluation
+from sslkit.precision import choose as choose_precision
 from sslkit.preemption import Preemption
-from sslkit.preflight import check_sizes
+from sslkit.preflight import check_sizes, planned_world_size
 from sslkit.prior.base import absolute_paths, setup_prior
+from sslkit.runlog import note
 from sslkit.schema import validate
+from sslkit.threads import apply as apply_threads
 
 
 def quiet_lightning() -> None:
@@ -47,8 +50,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
         choices = dict(runtime.choices) if choices is None else choices
     run_dir = Path(run_dir)
     validate(cfg)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    threads = apply_threads(cfg.threads)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision(cfg.matmul_precision)
         torch.backends.cudnn.benchmark = not cfg.trainer.get("deterministic", False)
@@ -68,6 +70,9 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
     if resume is not None:
         check_same_model(ckpt, resume[1]["state_dict"], module)
         del resume  # Lightning loads the file again itself; do not hold a second copy
+    precision = choose_precision(cfg, module, dm, planned_world_size(cfg.trainer))
+    cfg.trainer.precision = precision.precision
+    note(run_dir, f"threads {torch.get_num_threads()}: {threads.reason}", precision.line())
     trainer = build_trainer(cfg, run_dir)
     for logger in trainer.loggers:  # the resolved config: hparams.yaml (csv), wandb's config
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -104,6 +109,10 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
         "best_checkpoint": str(ckpt_dir / "best.ckpt") if (ckpt_dir / "best.ckpt").exists() else None,
         "resumed_from": str(ckpt) if ckpt else None,
         "threads": torch.get_num_threads(),
+        "threads_reason": threads.reason,
+        "precision": precision.precision,
+        "precision_reason": precision.reason,
+        "precision_calibration": precision.timings or None,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (run_dir / "train.log").open("a") as log:

@@ -120,3 +120,17 @@ class LineProgress(ProgressBar):
 def progress_bar(refresh_rate: int) -> ProgressBar:
     """A tqdm bar on a terminal, else plain lines."""
     return TQDMProgressBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else LineProgress(refresh_rate)
+
+
+def note(run_dir: Path, *lines: str) -> None:
+    """Start-up decisions (threads, precision): printed and appended to ``train.log`` by the
+    first process only, before the trainer (and RunLog's handler) exists."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with (Path(run_dir) / "train.log").open("a", encoding="utf-8") as log:
+        for line in lines:
+            print(line, flush=True)
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO sslkit: {line}\n")

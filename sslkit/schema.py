@@ -28,6 +28,7 @@ from sslkit.errors import ConfigError
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "seed": (0, None, True),
     "threads": (1, None, True),
+    "precision_calibration_steps": (0, None, True),
     "progress_bar_refresh_rate": (0, None, True),
     "checkpoint.keep_last": (0, None, True),
     "checkpoint.every_n_train_steps": (1, None, True),
@@ -66,7 +67,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 # keys that no ``_target_`` receives as a parameter (read by sslkit/run.py and sslkit/build.py)
 TYPES: dict[str, object] = {
     "seed": int,
-    "threads": int | None,
+    "threads": int | typing.Literal["auto"] | None,
+    "precision_calibration_steps": int,
     "matmul_precision": typing.Literal["highest", "high", "medium"],
     "resume": str | None,
     "resume_allow_config_change": bool,
@@ -77,6 +79,9 @@ TYPES: dict[str, object] = {
     "optim.warmup_epochs": float,
     "optim.final_lr_ratio": float,
 }
+
+# values sslkit resolves before the constructor sees them (sslkit/precision.py)
+ALSO_ACCEPTED: dict[str, tuple] = {"trainer.precision": ("auto",)}
 
 # keys Hydra's instantiate reads itself
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -207,7 +212,11 @@ def _hints(fn) -> dict[str, object]:
 
 
 def _check(key: str, value, hint) -> None:
+    if value in ALSO_ACCEPTED.get(key, ()):
+        return
     expected = _expect(value, hint)
+    if expected is not None and key in ALSO_ACCEPTED:
+        expected = f"{', '.join(map(repr, ALSO_ACCEPTED[key]))} or {expected}"
     if expected is not None:
         shown = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
         raise ConfigError(f"{key}={shown!r}: expected {expected}{_range_text(key)}")

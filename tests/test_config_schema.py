@@ -38,9 +38,9 @@ def test_every_shipped_option_passes_its_schema(option, tmp_path):
     ("optim.optimizer.lr=-1", "optim.optimizer.lr=-1: expected a number > 0"),
     ("loss.temperature=0", "loss.temperature=0: expected a number > 0"),
     ("encoder.widths=[a,b]", "encoder.widths=['a', 'b']: expected a list of ints"),
-    ("threads=two", "threads='two': expected an int >= 1"),
+    ("threads=two", "threads='two': expected one of 'auto' or an int >= 1"),
     ("checkpoint.every_n_train_steps=0", "checkpoint.every_n_train_steps=0: expected an int >= 1"),
-    ("trainer.precision=banana", "trainer.precision='banana': expected one of"),
+    ("trainer.precision=banana", "trainer.precision='banana': expected 'auto' or one of"),
     ("matmul_precision=low", "matmul_precision='low': expected one of 'highest', 'high', 'medium'"),
     ("+data.bacth_size=64", "unknown key data.bacth_size: Synthetic has no parameter 'bacth_size'; "
                             "did you mean batch_size"),

@@ -111,6 +111,8 @@ def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -
         argv = [a if a != "/tmp/b.json" else str(tmp_path / "b.json") for a in argv]
         argv += ["--quick"] + ([] if "--out" in argv else ["--out", str(tmp_path / "bench.json")])
         argv += [] if "--threads" in argv else ["--threads", "1"]
+    elif argv[1] == "scripts/bench_threads.py":
+        argv += ["--quick"]
     elif argv[1] == "scripts/train_prior.py":
         argv += ["experiment=smoke", "threads=1", "prior.epochs=1", f"prior.cache_dir={tmp_path}"]
     return argv

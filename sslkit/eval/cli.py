@@ -84,8 +84,9 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
     from sslkit.eval.loading import load_for_evaluation, run_dir_of
     from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, jsonable
 
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    from sslkit.threads import apply as apply_threads
+
+    apply_threads(cfg.threads)  # an int, null (torch's default) or auto
     paths = checkpoints(cfg)
     evaluators = build_evaluators(cfg)  # a bad evaluator config fails before any checkpoint loads
     eval_device(cfg.eval_device)

@@ -1,23 +1,35 @@
-"""Weighted kNN accuracy on the validation split every N epochs."""
+"""Weighted kNN accuracy on the validation split every N epochs, from a bank of training-step
+features (no extra pass over the data)."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
 
-from sslkit.eval.features import extract
+from sslkit.distributed import gather_no_grad
 from sslkit.eval.knn import knn_predict
 
 
 class KNNMonitor(L.Callback):
-    """Every ``every_n_epochs`` (and at the last epoch) builds a feature bank from the labelled
-    training split (un-augmented; at most ``bank_size`` images, a fixed seeded subset) and
-    classifies the validation features by weighted kNN; logs ``val/knn_top1``."""
+    """Every ``every_n_epochs`` (and at the last epoch) classifies the validation features by
+    weighted kNN against a bank of the training step's own features, and logs ``val/knn_top1``.
+
+    The bank holds the encoder features of the first view of each labelled training image of
+    that epoch (``training_step``'s detached ``features``; gathered across ranks, so every rank
+    holds the same bank), the latest ``bank_size`` of them. It costs no forward pass of its own:
+    the offline ``eval=knn`` runs the frozen encoder over un-augmented probe images instead, so
+    the two figures differ. The bank here holds augmented views seen by an encoder that moved
+    during the epoch (as in solo-learn's and lightly's online kNN); it tracks the trend, the
+    offline evaluator gives the figure to report. The validation features are those
+    ``validation_step`` computed once for every monitor (the online probe reads the same)."""
 
     def __init__(self, every_n_epochs: int = 1, k: int = 200, temperature: float = 0.1,
                  bank_size: int | None = None) -> None:
         self.every_n_epochs, self.k, self.temperature = every_n_epochs, k, temperature
         self.bank_size = bank_size
+        self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._held = 0
+        self._collecting = False
         self._bank: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _active(self, trainer: L.Trainer) -> bool:
@@ -25,19 +37,33 @@ class KNNMonitor(L.Callback):
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         return self.every_n_epochs > 0 and ((epoch + 1) % self.every_n_epochs == 0 or last)
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._chunks, self._held = [], 0
+        self._collecting = self._active(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._collecting or not outputs:  # idle epoch, or a skipped step
+            return
+        feats = gather_no_grad(outputs["features"].float())
+        labels = gather_no_grad(outputs["labels"])
+        keep = labels >= 0
+        if not keep.any():
+            return
+        self._chunks.append((feats[keep], labels[keep]))
+        self._held += int(keep.sum())
+        # drop the oldest chunks the bank no longer needs
+        while self.bank_size is not None and self._held - len(self._chunks[0][1]) >= self.bank_size:
+            self._held -= len(self._chunks.pop(0)[1])
+
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._bank, self._correct, self._total = None, 0, 0
-        if trainer.sanity_checking or not self._active(trainer):
+        if trainer.sanity_checking or not self._active(trainer) or not self._chunks:
             return
-        dm = trainer.datamodule
-        loader = dm.eval_dataloader(dm.probe_split)
-        feats, labels = extract(pl_module.features, loader, pl_module.device)
-        keep = labels >= 0
-        feats, labels = feats[keep], labels[keep]
-        if self.bank_size is not None and len(feats) > self.bank_size:
-            idx = torch.randperm(len(feats), generator=torch.Generator().manual_seed(0))[: self.bank_size]
-            feats, labels = feats[idx], labels[idx]
-        self._bank = (feats.to(pl_module.device), labels.to(pl_module.device))
+        feats = torch.cat([f for f, _ in self._chunks])
+        labels = torch.cat([y for _, y in self._chunks])
+        if self.bank_size is not None:
+            feats, labels = feats[-self.bank_size:], labels[-self.bank_size:]
+        self._bank = (feats, labels)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self._bank is None:
@@ -59,4 +85,4 @@ class KNNMonitor(L.Callback):
             # the same value on every rank (sync_dist averages equal numbers; it keeps
             # callback_metrics, e.g. a checkpoint monitor, the same on all ranks)
             pl_module.log("val/knn_top1", (counts[0] / counts[1]).item(), prog_bar=True, sync_dist=True)
-        self._bank = None
+        self._bank, self._chunks, self._held = None, [], 0
