@@ -8,7 +8,7 @@ import importlib
 from types import ModuleType
 
 SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack", "adversarial",
-            "embedding")
+            "embedding", "chunked", "decode")
 
 
 def section(name: str) -> ModuleType:

@@ -22,7 +22,14 @@ def print_tables(results: dict) -> None:
                   f"load at start={m['loadavg_start']}{'  (--quick)' if results['quick'] else ''}")
     for key, sec in results["sections"].items():
         table = Table(title=sec["title"], title_justify="left", show_lines=False)
-        if key == "heads":
+        custom = getattr(section(key), "table", None)
+        if custom is not None:
+            cols, cells = custom(sec)
+            for i, col in enumerate(cols):
+                table.add_column(col, justify="left" if i == 0 else "right")
+            for row in cells:
+                table.add_row(*row)
+        elif key == "heads":
             batches = sec["settings"]["batches"]
             table.add_column("head")
             table.add_column("extras")
@@ -65,7 +72,8 @@ def print_tables(results: dict) -> None:
                               f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-")
         console.print(table)
         note = sec["settings"].get("note")
-        reps = sorted({r.get("repeats") for r in sec["rows"]})
-        runs = sorted({r.get("runs") for r in sec["rows"]})
-        console.print(f"  [dim]{key}: measurements per row={reps} in runs={runs}; {note}[/]")
+        reps = sorted({r["repeats"] for r in sec["rows"] if "repeats" in r})
+        runs = sorted({r["runs"] for r in sec["rows"] if "runs" in r})
+        counts = f"measurements per row={reps} in runs={runs}; " if reps else ""
+        console.print(f"  [dim]{key}: {counts}{note}[/]")
 

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="repeats of every measurement")
     parser.add_argument("--steps", type=int, default=None,
                         help="trainer section: steps per fit (the first 2, or 1 with --quick, untimed)")
+    parser.add_argument("--jpeg-root", type=Path, default=None,
+                        help="decode section: a JPEG tree from scripts/make_jpeg_tree.py "
+                             "(default: 300 images generated in a temporary folder)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's, one per core)")
     args = parser.parse_args(argv)

@@ -85,3 +85,34 @@ def test_quick_attack_bench_compares_torchattacks_to_a_plain_loop(tmp_path):
     assert "error" not in lib and "error" not in plain
     assert lib["ratio_to"] == "plain PGD loop" and math.isfinite(lib["ratio_to_plain"])
     assert section["settings"]["eps"] == 8 / 255 and section["settings"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_quick_chunked_bench_reports_time_and_memory_against_dense(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "chunked", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())["sections"]["chunked"]
+    rows = section["rows"]
+    assert [r["batch"] for r in rows] == [512, 512, 1024, 1024]
+    for dense, chunked in (rows[:2], rows[2:]):
+        assert dense["chunk_size"] is None and chunked["chunk_size"] == section["settings"]["chunk_size"]
+        assert dense["peak_mib"] > 0 and chunked["peak_mib"] > 0
+        assert math.isfinite(chunked["time_ratio_to_dense"]) and math.isfinite(chunked["memory_ratio_to_dense"])
+        assert chunked["loss_difference"] <= 1e-6 * abs(dense["loss"])
+
+
+@pytest.mark.slow
+def test_quick_decode_bench_compares_decoders_per_core(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "decode", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no CUDA device" in proc.stdout or "cuda" in proc.stdout
+    section = json.loads(out.read_text())["sections"]["decode"]
+    names = [r["name"] for r in section["rows"]]
+    assert names[0].startswith("pil: decode") and any("data.decoder=torchvision" in n for n in names)
+    assert any("DataLoader, 1 worker" in n for n in names)
+    for row in section["rows"]:
+        assert "error" not in row, row
+        assert row["throughput_median"] > 0 and row["images"] == section["settings"]["images"]
+    assert all(math.isfinite(r["ratio_to_pil"]) for r in section["rows"][1:])
