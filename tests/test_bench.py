@@ -15,6 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "scripts/bench.py", *args], cwd=ROOT, capture_output=True,
@@ -116,3 +122,35 @@ def test_quick_decode_bench_compares_decoders_per_core(tmp_path):
         assert "error" not in row, row
         assert row["throughput_median"] > 0 and row["images"] == section["settings"]["images"]
     assert all(math.isfinite(r["ratio_to_pil"]) for r in section["rows"][1:])
+
+
+def run_bench_gpu(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "scripts/bench_gpu.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.skipif(torch_cuda_available(), reason="a CUDA device is present")
+def test_bench_gpu_refuses_without_a_gpu(tmp_path):
+    proc = run_bench_gpu("--out", str(tmp_path / "g.json"), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("no CUDA device; this benchmark needs a GPU (--allow-cpu runs it on "
+                                   "the CPU, for testing)")
+    assert not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_gpu_runs_tiny_on_the_cpu_when_allowed(tmp_path):
+    out = tmp_path / "g.json"
+    proc = run_bench_gpu("--allow-cpu", "--batch", "8", "--steps", "1", "--epochs", "2", "--no-compile",
+                         "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    lightning, plain = results["rows"]
+    assert lightning["name"].startswith("sslkit module + Lightning Trainer") and plain["name"].startswith("plain")
+    for row in (lightning, plain):
+        assert "error" not in row, row
+        assert len(row["epoch_seconds"]) == 1 and row["views_per_second"] > 0
+    assert math.isfinite(lightning["ratio_to_plain"])
+    assert results["settings"]["precision"] == "bf16-mixed" and results["settings"]["batch"] == 8
+    assert "s/epoch" in proc.stdout and str(out) in proc.stdout

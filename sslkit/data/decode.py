@@ -1,7 +1,7 @@
 """Image file decoders for folder datasets: ``pil`` (Pillow) or ``torchvision``
 (``torchvision.io.decode_image``, libjpeg-turbo straight into a uint8 tensor).
 
-Both return an RGB ``uint8`` tensor ``[3, H, W]``. The torchvision decoder was measured 1.5-1.8x
+Both return an RGB ``uint8`` tensor ``[3, H, W]``. The torchvision decoder was measured 1.3-1.8x
 the images/s of Pillow per core on ImageNet-sized JPEGs, decode + resize to 256 (docs/benchmarks.md,
 ``decode`` section); files it cannot read (rare formats, odd colour spaces) go through Pillow.
 """
