@@ -11,6 +11,10 @@ for backward: at B = 16384, V = 2 that is 4 GiB per copy in fp32. :func:`row_log
 each block in backward (the gradient of :math:`\ell_a` is the softmax row, rebuilt from the saved
 :math:`\ell`), so the peak is O(chunk_size x N) instead of O(N^2), for one more matrix product
 per block. ``chunk_size=None`` is the dense path with plain autograd.
+
+Used by the heads with a ``chunk_size`` argument (``loss.chunk_size``): InfoNCE, DCL (debiased
+and decoupled), HCL and RINCE. Still dense: MoCo (``[B, Q]`` logits against a queue), CACR/CCT,
+AU, and the GCA heads, whose Sinkhorn iterations normalise whole columns as well as rows.
 """
 
 from __future__ import annotations
@@ -80,3 +84,21 @@ def row_logsumexp(u: Tensor, scale: float, ids: Tensor | None = None,
     if chunk_size is None or chunk_size >= n:
         return torch.logsumexp(_block(u, 0, n, scale, ids), dim=1)
     return _ChunkedRowLogSumExp.apply(u, scale, ids, int(chunk_size))
+
+
+@torch.no_grad()
+def row_softmax_stats(u: Tensor, scale: float, ids: Tensor | None, lse: Tensor,
+                      chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """Entropy (nats) and largest value of each row's softmax over the same entries as
+    :func:`row_logsumexp` (whose result is ``lse``), block by block; no gradient."""
+    n = u.shape[0]
+    chunk = n if chunk_size is None else chunk_size
+    entropy, largest = torch.empty_like(lse), torch.empty_like(lse)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        logits = _block(u, start, stop, scale, ids)
+        weights = (logits - lse[start:stop, None]).exp()
+        finite = logits.masked_fill(torch.isinf(logits), 0.0)
+        entropy[start:stop] = lse[start:stop] - (weights * finite).sum(dim=1)
+        largest[start:stop] = weights.amax(dim=1)
+    return entropy, largest

@@ -48,11 +48,13 @@ class PairLogits(NamedTuple):
     temperature: float = 1.0
     chunk_size: int | None = None
 
-    def negative_logsumexp(self) -> Tensor:
-        """``[N]``: :math:`\\log\\sum_n e^{s_{an}}` over each anchor's negatives."""
+    def negative_logsumexp(self, factor: float = 1.0) -> Tensor:
+        """``[N]``: :math:`\\log\\sum_n e^{c\\, s_{an}}` over each anchor's negatives, ``c`` the
+        ``factor``."""
         if self.logits is None:
-            return row_logsumexp(self.u, 1.0 / self.temperature, self.ids, self.chunk_size)
-        return self.logits.masked_fill(~self.neg_mask, float("-inf")).logsumexp(dim=1)
+            return row_logsumexp(self.u, factor / self.temperature, self.ids, self.chunk_size)
+        logits = self.logits if factor == 1.0 else self.logits * factor
+        return logits.masked_fill(~self.neg_mask, float("-inf")).logsumexp(dim=1)
 
 
 def pair_logits(z: Tensor, temperature: float, normalize: bool,

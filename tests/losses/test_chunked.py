@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sslkit.losses import DebiasedContrastive, DecoupledContrastive, InfoNCE
+from sslkit.losses import (
+    DebiasedContrastive,
+    DecoupledContrastive,
+    HardNegativeContrastive,
+    InfoNCE,
+    RobustInfoNCE,
+)
 from sslkit.losses.chunked import row_logsumexp
 from tests.conftest import F64, assert_matches, rand
 
@@ -55,6 +61,9 @@ HEADS = [
     (InfoNCE, {"temperature": 0.1, "normalize": False}),
     (DebiasedContrastive, {"temperature": 0.5, "tau_plus": 0.1}),
     (DecoupledContrastive, {"temperature": 0.1}),
+    (HardNegativeContrastive, {"temperature": 0.5, "tau_plus": 0.1, "beta": 1.0}),
+    (HardNegativeContrastive, {"temperature": 0.5, "tau_plus": 0.0, "beta": 0.0}),
+    (RobustInfoNCE, {"temperature": 0.1, "q": 0.1, "lam": 0.01}),
 ]
 
 
@@ -78,6 +87,16 @@ def test_chunked_head_equals_dense_head_float32_to_1e6(cls, kwargs):
 
 
 @pytest.mark.parametrize("cls,kwargs", HEADS)
+def test_chunked_head_logs_equal_dense_logs(cls, kwargs):
+    z = rand(9, 3, 5, seed=7, scale=0.6)
+    dense, chunked = cls(**kwargs)(z).logs, cls(**kwargs, chunk_size=4)(z).logs
+    assert dense.keys() == chunked.keys()
+    for key in dense:  # HCL's weight entropy and largest weight come from the blocks too
+        assert torch.allclose(torch.as_tensor(dense[key]), torch.as_tensor(chunked[key]),
+                              atol=1e-12, rtol=0), key
+
+
+@pytest.mark.parametrize("cls,kwargs", HEADS)
 def test_chunked_head_gradcheck(cls, kwargs):
     head = cls(**kwargs, chunk_size=3)
     z = rand(4, 2, 5, seed=1).requires_grad_()
@@ -93,7 +112,8 @@ def test_chunked_head_under_bf16_autocast_computes_in_float32():
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, True, "1024"])
-@pytest.mark.parametrize("cls", [InfoNCE, DebiasedContrastive, DecoupledContrastive])
+@pytest.mark.parametrize("cls", [InfoNCE, DebiasedContrastive, DecoupledContrastive,
+                                 HardNegativeContrastive, RobustInfoNCE])
 def test_bad_chunk_size_is_refused(cls, bad):
     with pytest.raises(ValueError, match="chunk_size must be a positive number of rows"):
         cls(chunk_size=bad)
