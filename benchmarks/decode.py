@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def section_decode(args, device) -> dict:
     resize = v2.Compose([v2.Resize(LOAD_SIZE, antialias=True), v2.CenterCrop(LOAD_SIZE)])
     threads = torch.get_num_threads()
 
-    def in_process(data) -> callable:
+    def in_process(data) -> Callable[[], None]:
         def run() -> None:
             torch.set_num_threads(1)  # one core: what one worker has
             try:
@@ -64,7 +65,7 @@ def section_decode(args, device) -> dict:
         return torch.utils.data.DataLoader(data, batch_size=32, num_workers=1,
                                            persistent_workers=True)
 
-    def through(loader) -> callable:
+    def through(loader) -> Callable[[], None]:
         def run() -> None:
             for _ in loader:
                 pass
