@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.sslkit-installed
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 ARGS ?=
 
-.PHONY: install data train test bench smoke clean
+.PHONY: install data train test bench bench-gpu smoke clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ test: install
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+# ResNet-18 SimCLR on one GPU: sslkit + Lightning vs a plain loop, with and without torch.compile
+bench-gpu: install
+	$(BIN)/python scripts/bench_gpu.py $(ARGS)
 
 clean:
 	rm -rf runs multirun outputs .pytest_cache

@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build(overrides: list[str]):
     from sslkit.api import compose
-    from sslkit.run import build_datamodule, build_module
+    from sslkit.build import build_datamodule, build_module
 
     cfg, _, _ = compose(["~logger", *overrides], run_dir="/tmp/bench_threads")
     module = build_module(cfg).train()

@@ -15,6 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "scripts/bench.py", *args], cwd=ROOT, capture_output=True,
@@ -85,3 +91,66 @@ def test_quick_attack_bench_compares_torchattacks_to_a_plain_loop(tmp_path):
     assert "error" not in lib and "error" not in plain
     assert lib["ratio_to"] == "plain PGD loop" and math.isfinite(lib["ratio_to_plain"])
     assert section["settings"]["eps"] == 8 / 255 and section["settings"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_quick_chunked_bench_reports_time_and_memory_against_dense(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "chunked", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())["sections"]["chunked"]
+    rows = section["rows"]
+    assert [r["batch"] for r in rows] == [512, 512, 1024, 1024]
+    for dense, chunked in (rows[:2], rows[2:]):
+        assert dense["chunk_size"] is None and chunked["chunk_size"] == section["settings"]["chunk_size"]
+        assert dense["peak_mib"] > 0 and chunked["peak_mib"] > 0
+        assert math.isfinite(chunked["time_ratio_to_dense"]) and math.isfinite(chunked["memory_ratio_to_dense"])
+        assert chunked["loss_difference"] <= 1e-6 * abs(dense["loss"])
+
+
+@pytest.mark.slow
+def test_quick_decode_bench_compares_decoders_per_core(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "decode", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no CUDA device" in proc.stdout or "cuda" in proc.stdout
+    section = json.loads(out.read_text())["sections"]["decode"]
+    names = [r["name"] for r in section["rows"]]
+    assert names[0].startswith("pil: decode") and any("data.decoder=torchvision" in n for n in names)
+    assert any("DataLoader, 1 worker" in n for n in names)
+    for row in section["rows"]:
+        assert "error" not in row, row
+        assert row["throughput_median"] > 0 and row["images"] == section["settings"]["images"]
+    assert all(math.isfinite(r["ratio_to_pil"]) for r in section["rows"][1:])
+
+
+def run_bench_gpu(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "scripts/bench_gpu.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.skipif(torch_cuda_available(), reason="a CUDA device is present")
+def test_bench_gpu_refuses_without_a_gpu(tmp_path):
+    proc = run_bench_gpu("--out", str(tmp_path / "g.json"), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("no CUDA device; this benchmark needs a GPU (--allow-cpu runs it on "
+                                   "the CPU, for testing)")
+    assert not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_gpu_runs_tiny_on_the_cpu_when_allowed(tmp_path):
+    out = tmp_path / "g.json"
+    proc = run_bench_gpu("--allow-cpu", "--batch", "8", "--steps", "1", "--epochs", "2", "--no-compile",
+                         "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    lightning, plain = results["rows"]
+    assert lightning["name"].startswith("sslkit module + Lightning Trainer") and plain["name"].startswith("plain")
+    for row in (lightning, plain):
+        assert "error" not in row, row
+        assert len(row["epoch_seconds"]) == 1 and row["views_per_second"] > 0
+    assert math.isfinite(lightning["ratio_to_plain"])
+    assert results["settings"]["precision"] == "bf16-mixed" and results["settings"]["batch"] == 8
+    assert "s/epoch" in proc.stdout and str(out) in proc.stdout

@@ -45,7 +45,7 @@ def test_every_shipped_option_passes_its_schema(option, tmp_path):
     ("+data.bacth_size=64", "unknown key data.bacth_size: Synthetic has no parameter 'bacth_size'; "
                             "did you mean batch_size"),
     ("+trainer.max_epoch=3", "did you mean max_epochs"),
-    ("+loss.foo=1", "unknown key loss.foo: InfoNCE has no parameter 'foo'; it takes normalize, temperature"),
+    ("+loss.foo=1", "unknown key loss.foo: InfoNCE has no parameter 'foo'; it takes chunk_size, normalize, temperature"),
     ("+model.projector.hidden=3", "unknown key model.projector.hidden"),
     ("+monitor.knn.kk=3", "unknown key monitor.knn.kk"),
     ("+eval.callbacks.knn.every_n_epochs=5", "eval.callbacks is not an evaluator (no _target_)"),

@@ -111,6 +111,15 @@ def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -
         argv = [a if a != "/tmp/b.json" else str(tmp_path / "b.json") for a in argv]
         argv += ["--quick"] + ([] if "--out" in argv else ["--out", str(tmp_path / "bench.json")])
         argv += [] if "--threads" in argv else ["--threads", "1"]
+        if "--jpeg-root" in argv:  # --quick writes a small tree of its own
+            i = argv.index("--jpeg-root")
+            argv = argv[:i] + argv[i + 2:]
+    elif argv[1] == "scripts/make_jpeg_tree.py":
+        argv = [a if a != "/tmp/jpegs" else str(tmp_path / "jpegs") for a in argv]
+        argv += ["--n", "4", "--classes", "2", "--val", "1"]
+    elif argv[1] == "scripts/bench_gpu.py":
+        argv += ["--allow-cpu", "--batch", "8", "--steps", "1", "--epochs", "1", "--no-compile",
+                 "--out", str(tmp_path / "g.json")]
     elif argv[1] == "scripts/bench_threads.py":
         argv += ["--quick"]
     elif argv[1] == "scripts/train_prior.py":

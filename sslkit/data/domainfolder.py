@@ -40,7 +40,7 @@ class DomainFolder(ImageFolder):
         if self.classes is None:
             self.classes = sorted({c.name for d in chosen for c in (self.root / d).iterdir()
                                    if c.is_dir()})
-        parts = [FolderImages(self.root / d, self.load_size, self.classes) for d in use]
+        parts = [FolderImages(self.root / d, self.load_size, self.classes, self.decoder) for d in use]
         domains = torch.cat([torch.full((len(p),), found.index(d), dtype=torch.long)
                              for p, d in zip(parts, use)])
         data = parts[0]

@@ -5,20 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from sslkit.data.base import ImageDataModule
+from sslkit.data.decode import decoder as get_decoder
 from sslkit.errors import DataError
 
 
 class FolderImages(Dataset):
     """``root/<class>/<image>``; each item decoded in a worker to a ``load_size`` square uint8
-    tensor (shorter side resized, centre-cropped); crops and colour run later, batched."""
+    tensor (shorter side resized, centre-cropped); crops and colour run later, batched.
+    ``decoder``: ``pil`` or ``torchvision`` (:mod:`sslkit.data.decode`)."""
 
-    def __init__(self, root: Path, load_size: int, classes: list[str] | None = None) -> None:
+    def __init__(self, root: Path, load_size: int, classes: list[str] | None = None,
+                 decoder: str = "torchvision") -> None:
+        self.decode = get_decoder(decoder)
         if not root.is_dir():
             raise DataError(f"image folder not found: {root}")
         found = sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -40,20 +43,14 @@ class FolderImages(Dataset):
             )
         self.labels = torch.tensor([s[1] for s in self.samples], dtype=torch.long)
         self.fields: dict[str, torch.Tensor] = {}
-        self.transform = v2.Compose(
-            [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
-        )
+        self.transform = v2.Compose([v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)])
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         path, label = self.samples[i]
-        try:
-            with Image.open(path) as img:
-                image = self.transform(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as err:
-            raise DataError(f"{path}: unreadable image ({err})") from None
+        image = self.transform(self.decode(path))
         return {"image": image, "label": torch.tensor(label), "index": torch.tensor(i),
                 **{k: v[i] for k, v in self.fields.items()}}
 
@@ -74,9 +71,12 @@ class ImageFolder(ImageDataModule):
         load_size: int | None = None,
         class_list: str | None = None,
         num_classes: int | None = None,
+        decoder: str = "torchvision",
         **kwargs,
     ) -> None:
+        get_decoder(decoder)  # an unknown name is refused here, before any work
         super().__init__(**kwargs)
+        self.decoder = decoder
         self.expected_classes = num_classes
         self.dirs = {"train": train_dir, "test": test_dir}
         self.image_size = image_size
@@ -93,7 +93,7 @@ class ImageFolder(ImageDataModule):
                 raise DataError(f"{path}: class list is empty")
 
     def load_split(self, split: str) -> FolderImages:
-        data = FolderImages(self.root / self.dirs[split], self.load_size, self.classes)
+        data = FolderImages(self.root / self.dirs[split], self.load_size, self.classes, self.decoder)
         if self.expected_classes is not None and len(data.classes) != self.expected_classes:
             raise DataError(
                 f"data.num_classes={self.expected_classes} but {self.root / self.dirs[split]} has "

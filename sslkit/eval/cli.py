@@ -77,7 +77,6 @@ def saved_config_changes(cfg: DictConfig) -> dict:
 def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
     """Evaluate every checkpoint of the composed ``evaluate`` config; ``(run config, results by
     evaluator)`` per checkpoint."""
-    import torch
     from rich.console import Console
 
     from sslkit.eval.aggregate import aggregate

@@ -23,45 +23,64 @@ from sslkit.losses.base import (
     upcast,
     view_major,
 )
+from sslkit.losses.chunked import check_chunk_size, row_logsumexp
 
 
 class PairLogits(NamedTuple):
     """Anchor-wise logits of the N = B*V view-major rows.
 
     ``pos``: ``[N, V-1]`` logits :math:`s_{ap}` to the other views of the anchor's instance.
-    ``logits``: ``[N, N]`` all logits :math:`s_{ab} = u_a^\\top u_b / \\tau`.
-    ``neg_mask``: ``[N, N]`` True where ``b`` is a negative of ``a`` (another instance).
+    ``logits``: ``[N, N]`` all logits :math:`s_{ab} = u_a^\\top u_b / \\tau` (``None`` when
+    chunked: never built).
+    ``neg_mask``: ``[N, N]`` True where ``b`` is a negative of ``a`` (another instance; ``None``
+    when chunked).
     ``n_neg``: number of negatives per anchor, :math:`M = (B-1)V`.
+    ``u``, ``ids``, ``temperature``, ``chunk_size``: the rows, their instances, :math:`\\tau` and
+    the block size of :func:`sslkit.losses.chunked.row_logsumexp` (``None``: dense).
     """
 
     pos: Tensor
-    logits: Tensor
-    neg_mask: Tensor
+    logits: Tensor | None
+    neg_mask: Tensor | None
     n_neg: int
+    u: Tensor | None = None
+    ids: Tensor | None = None
+    temperature: float = 1.0
+    chunk_size: int | None = None
 
-    def negative_logsumexp(self) -> Tensor:
-        """``[N]``: :math:`\\log\\sum_n e^{s_{an}}` over each anchor's negatives."""
-        return self.logits.masked_fill(~self.neg_mask, float("-inf")).logsumexp(dim=1)
+    def negative_logsumexp(self, factor: float = 1.0) -> Tensor:
+        """``[N]``: :math:`\\log\\sum_n e^{c\\, s_{an}}` over each anchor's negatives, ``c`` the
+        ``factor``."""
+        if self.logits is None:
+            return row_logsumexp(self.u, factor / self.temperature, self.ids, self.chunk_size)
+        logits = self.logits if factor == 1.0 else self.logits * factor
+        return logits.masked_fill(~self.neg_mask, float("-inf")).logsumexp(dim=1)
 
 
-def pair_logits(z: Tensor, temperature: float, normalize: bool) -> PairLogits:
+def pair_logits(z: Tensor, temperature: float, normalize: bool,
+                chunk_size: int | None = None) -> PairLogits:
     """Logits of every anchor against its positives and negatives (see :class:`PairLogits`).
 
     ``z`` is ``[B, V, D]``; rows are laid out view-major (row ``v*B + i`` = view v of instance i),
-    the order of ``torch.cat([out_1, out_2])`` in the official SimCLR-style code.
+    the order of ``torch.cat([out_1, out_2])`` in the official SimCLR-style code. With
+    ``chunk_size`` the N x N logits are never built: the positives are computed row by row and
+    :meth:`PairLogits.negative_logsumexp` runs in blocks of ``chunk_size`` rows.
     """
     batch, views, _ = z.shape
     u = view_major(F.normalize(z, dim=-1) if normalize else z)
-    logits = (u @ u.T) / temperature
     ids = instance_ids(batch, views, u.device)
-    neg_mask = ids[:, None] != ids[None, :]
     # positives of row v*B+i are the rows w*B+i, w != v, in increasing w
     other = torch.arange(views, device=u.device).expand(views, views)
     other = other[~torch.eye(views, dtype=torch.bool, device=u.device)].view(views, views - 1)
     pos_idx = other.repeat_interleave(batch, dim=0) * batch + ids[:, None]
+    n_neg = (batch - 1) * views
+    if chunk_size is not None:
+        pos = (u[:, None, :] * u[pos_idx]).sum(dim=-1) / temperature
+        return PairLogits(pos, None, None, n_neg, u, ids, temperature, chunk_size)
+    logits = (u @ u.T) / temperature
+    neg_mask = ids[:, None] != ids[None, :]
     pos = logits.gather(1, pos_idx)
-    return PairLogits(pos, logits, neg_mask, (batch - 1) * views)
-
+    return PairLogits(pos, logits, neg_mask, n_neg)
 
 
 def _check_temperature(temperature: float) -> None:
@@ -119,6 +138,9 @@ class DebiasedContrastive(nn.Module):
         temperature: :math:`\tau` (official default 0.5).
         tau_plus: class prior :math:`\tau^+` in [0, 1) (official default 0.1).
         normalize: L2-normalise the projections (the official model does).
+        chunk_size: rows per block of a memory-bounded log-sum-exp over negatives (forward and
+            backward in O(chunk_size x N) memory, same values; for batches of thousands);
+            ``None``: the dense N x N logits.
 
     Example::
 
@@ -134,18 +156,21 @@ class DebiasedContrastive(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset()
     uses_predictor: ClassVar[bool] = False
 
-    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, normalize: bool = True):
+    def __init__(self, temperature: float = 0.5, tau_plus: float = 0.1, normalize: bool = True,
+                 chunk_size: int | None = None):
         super().__init__()
         _check_temperature(temperature)
         _check_tau_plus(tau_plus)
+        check_chunk_size(chunk_size)
         self.temperature = temperature
         self.tau_plus = tau_plus
         self.normalize = normalize
+        self.chunk_size = chunk_size
 
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
-            pl = pair_logits(upcast(z), self.temperature, self.normalize)
+            pl = pair_logits(upcast(z), self.temperature, self.normalize, self.chunk_size)
             neg_lse = pl.negative_logsumexp()
             log_den, _, clamped = debiased_neg_sum(
                 neg_lse, pl.pos, pl.n_neg, self.tau_plus, self.temperature
@@ -175,6 +200,9 @@ class DecoupledContrastive(nn.Module):
     Args:
         temperature: :math:`\tau` (default 0.1, as both reference implementations).
         normalize: L2-normalise the projections.
+        chunk_size: rows per block of a memory-bounded log-sum-exp over negatives (forward and
+            backward in O(chunk_size x N) memory, same values; for batches of thousands);
+            ``None``: the dense N x N logits.
 
     Example::
 
@@ -190,16 +218,19 @@ class DecoupledContrastive(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset()
     uses_predictor: ClassVar[bool] = False
 
-    def __init__(self, temperature: float = 0.1, normalize: bool = True):
+    def __init__(self, temperature: float = 0.1, normalize: bool = True,
+                 chunk_size: int | None = None):
         super().__init__()
         _check_temperature(temperature)
+        check_chunk_size(chunk_size)
         self.temperature = temperature
         self.normalize = normalize
+        self.chunk_size = chunk_size
 
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
-            pl = pair_logits(upcast(z), self.temperature, self.normalize)
+            pl = pair_logits(upcast(z), self.temperature, self.normalize, self.chunk_size)
             neg_lse = pl.negative_logsumexp()
             attraction = -pl.pos.mean()
             repulsion = neg_lse.mean()

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.chunked import check_chunk_size, row_softmax_stats
 from sslkit.losses.dcl import (
     _check_tau_plus,
     _check_temperature,
@@ -43,6 +44,9 @@ class HardNegativeContrastive(nn.Module):
         tau_plus: class prior :math:`\tau^+` in [0, 1) (official default 0.1).
         beta: concentration :math:`\beta \ge 0` of the hard-negative weights (official default 1.0).
         normalize: L2-normalise the projections (the official model does).
+        chunk_size: rows per block of a memory-bounded log-sum-exp over negatives (forward and
+            backward in O(chunk_size x N) memory, same values; for batches of thousands);
+            ``None``: the dense N x N logits.
 
     Logs the entropy (nats) and the largest value of the normalised negative weights
     :math:`e^{\beta s_{an}}/\sum_n e^{\beta s_{an}}`, averaged over anchors.
@@ -67,10 +71,13 @@ class HardNegativeContrastive(nn.Module):
         tau_plus: float = 0.1,
         beta: float = 1.0,
         normalize: bool = True,
+        chunk_size: int | None = None,
     ):
         super().__init__()
         _check_temperature(temperature)
         _check_tau_plus(tau_plus)
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
         if not beta >= 0:
             raise ValueError(f"beta (hardness) must be >= 0, got {beta}")
         self.temperature = temperature
@@ -81,22 +88,30 @@ class HardNegativeContrastive(nn.Module):
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
-            pl = pair_logits(upcast(z), self.temperature, self.normalize)
-            off = ~pl.neg_mask
-            hard = (pl.logits * self.beta).masked_fill(off, float("-inf"))
-            lse_beta = hard.logsumexp(dim=1)
-            lse_both = (pl.logits * (1.0 + self.beta)).masked_fill(off, float("-inf"))
-            lse_both = lse_both.logsumexp(dim=1)
+            pl = pair_logits(upcast(z), self.temperature, self.normalize, self.chunk_size)
+            if pl.logits is None:  # chunked: the N x N logits are never built
+                lse_beta = pl.negative_logsumexp(self.beta)
+                lse_both = pl.negative_logsumexp(1.0 + self.beta)
+            else:
+                off = ~pl.neg_mask
+                hard = (pl.logits * self.beta).masked_fill(off, float("-inf"))
+                lse_beta = hard.logsumexp(dim=1)
+                lse_both = (pl.logits * (1.0 + self.beta)).masked_fill(off, float("-inf"))
+                lse_both = lse_both.logsumexp(dim=1)
             log_reweighted = lse_both - lse_beta + math.log(pl.n_neg)
             log_den, _, clamped = debiased_neg_sum(
                 log_reweighted, pl.pos, pl.n_neg, self.tau_plus, self.temperature
             )
             loss = (log_den - pl.pos).mean()
 
-            with torch.no_grad():
-                w = torch.exp(hard - lse_beta[:, None])
-                entropy = lse_beta - (w * hard.masked_fill(off, 0.0)).sum(dim=1)
-                w_max = w.amax(dim=1)
+            if pl.logits is None:
+                entropy, w_max = row_softmax_stats(pl.u, self.beta / self.temperature, pl.ids,
+                                                   lse_beta.detach(), self.chunk_size)
+            else:
+                with torch.no_grad():
+                    w = torch.exp(hard - lse_beta[:, None])
+                    entropy = lse_beta - (w * hard.masked_fill(off, 0.0)).sum(dim=1)
+                    w_max = w.amax(dim=1)
         return LossOutput(
             loss,
             detached_logs(

@@ -15,6 +15,7 @@ from sslkit.losses.base import (
     upcast,
     view_major,
 )
+from sslkit.losses.chunked import check_chunk_size, row_logsumexp
 
 
 class InfoNCE(nn.Module):
@@ -34,6 +35,9 @@ class InfoNCE(nn.Module):
     Args:
         temperature: :math:`\tau`.
         normalize: L2-normalise the projections first (SimCLR does).
+        chunk_size: rows per block of a memory-bounded log-sum-exp (forward and backward in
+            O(chunk_size x N) memory instead of O(N^2), same values; for batches of thousands,
+            see :mod:`sslkit.losses.chunked`); ``None``: the dense N x N logits.
 
     Example::
 
@@ -46,12 +50,15 @@ class InfoNCE(nn.Module):
         torch.Size([8, 2, 16])
     """
 
-    def __init__(self, temperature: float = 0.5, normalize: bool = True) -> None:
+    def __init__(self, temperature: float = 0.5, normalize: bool = True,
+                 chunk_size: int | None = None) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_chunk_size(chunk_size)
         self.temperature = temperature
         self.normalize = normalize
+        self.chunk_size = chunk_size
 
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
@@ -62,6 +69,13 @@ class InfoNCE(nn.Module):
         batch, views, _ = z.shape
         u = view_major(F.normalize(z, dim=-1) if self.normalize else z)
         n = u.shape[0]
+        if self.chunk_size is not None:
+            # sum_p s_ap = u_a . (sum of the instance's views - u_a) / tau: no N x N matrix
+            per_instance = u.view(views, batch, -1).sum(dim=0).repeat(views, 1)
+            pos_sum = (u * (per_instance - u)).sum(dim=1) / self.temperature
+            lse = row_logsumexp(u, 1.0 / self.temperature, None, self.chunk_size)
+            loss = (lse - pos_sum / (views - 1)).mean()
+            return LossOutput(loss, detached_logs(**cosine_logs(z)))
         ids = instance_ids(batch, views, u.device)
         self_mask = torch.eye(n, dtype=torch.bool, device=u.device)
         pos_mask = (ids[:, None] == ids[None, :]) & ~self_mask

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.chunked import check_chunk_size
 from sslkit.losses.dcl import _check_temperature, cosine_logs, pair_logits, upcast
 
 
@@ -36,6 +37,9 @@ class RobustInfoNCE(nn.Module):
         q: :math:`q \in (0, 1]` (official default 0.1).
         lam: :math:`\lambda > 0`, weight of the density term (official default 0.01).
         normalize: L2-normalise the projections (the official code feeds unit vectors).
+        chunk_size: rows per block of a memory-bounded log-sum-exp over negatives (forward and
+            backward in O(chunk_size x N) memory, same values; for batches of thousands);
+            ``None``: the dense N x N logits.
 
     Example::
 
@@ -52,10 +56,13 @@ class RobustInfoNCE(nn.Module):
     uses_predictor: ClassVar[bool] = False
 
     def __init__(
-        self, temperature: float = 0.1, q: float = 0.1, lam: float = 0.01, normalize: bool = True
+        self, temperature: float = 0.1, q: float = 0.1, lam: float = 0.01, normalize: bool = True,
+        chunk_size: int | None = None,
     ):
         super().__init__()
         _check_temperature(temperature)
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
         if not 0 < q <= 1:
             raise ValueError(f"q must be in (0, 1], got {q}")
         if not lam > 0:
@@ -68,7 +75,7 @@ class RobustInfoNCE(nn.Module):
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
-            pl = pair_logits(upcast(z), self.temperature, self.normalize)
+            pl = pair_logits(upcast(z), self.temperature, self.normalize, self.chunk_size)
             neg_lse = pl.negative_logsumexp()
             log_all = torch.logaddexp(pl.pos, neg_lse[:, None]) + math.log(self.lam)
             pos_term = -torch.expm1(self.q * pl.pos) / self.q

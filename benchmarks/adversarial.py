@@ -1,4 +1,4 @@
-"""The ``adversarial`` section of scripts/bench.py (robust pretraining, ``adversarial=pgd``).
+"""``adversarial`` section: robust pretraining (``adversarial=pgd``).
 
 Two comparisons, side by side in one run, on the default model (configs/train.yaml, views of
 Fashion-MNIST-shaped images drawn once, augmentation untimed):
@@ -19,9 +19,11 @@ import time
 
 import torch
 
-from bench import Series, build_data, build_module, interleave, load_config, synchronizer
+from benchmarks.common import build_data, build_module, load_config
+from benchmarks.timing import Series, interleave, synchronizer
 
 BATCH, QUICK_BATCH = 128, 32
+RATIO_KEY = "ratio"
 
 
 def section_adversarial(args, device) -> dict:
@@ -97,3 +99,6 @@ def section_adversarial(args, device) -> dict:
                              "attack vs the plain loop of the same passes: target >= 0.91"},
         "rows": rows,
     }
+
+
+run = section_adversarial

@@ -1,0 +1,15 @@
+"""Benchmark sections of ``scripts/bench.py``: one module per section, each with
+``run(args, device) -> dict`` (title, settings, rows) and ``RATIO_KEY`` (the ratio its table
+shows); :mod:`benchmarks.timing` measures, :mod:`benchmarks.common` builds the default model."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack", "adversarial",
+            "embedding", "chunked", "decode")
+
+
+def section(name: str) -> ModuleType:
+    return importlib.import_module(f"benchmarks.{name}")
