@@ -62,3 +62,12 @@ def gather_no_grad(x: Tensor) -> Tensor:
     out = [torch.empty_like(x) for _ in range(n)]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=0)
+
+
+def labelled_global_batch(outputs: dict) -> tuple[Tensor, Tensor] | None:
+    """The detached ``features`` and ``labels`` a training step returned, gathered over the
+    global batch (a no-op in one process), without unlabelled rows (label < 0); None if none."""
+    feats = gather_no_grad(outputs["features"].float())
+    labels = gather_no_grad(outputs["labels"])
+    keep = labels >= 0
+    return (feats[keep], labels[keep]) if keep.any() else None

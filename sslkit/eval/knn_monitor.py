@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from sslkit.distributed import gather_no_grad
+from sslkit.distributed import labelled_global_batch
 from sslkit.eval.knn import knn_predict
 
 
@@ -44,13 +44,11 @@ class KNNMonitor(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._collecting or not outputs:  # idle epoch, or a skipped step
             return
-        feats = gather_no_grad(outputs["features"].float())
-        labels = gather_no_grad(outputs["labels"])
-        keep = labels >= 0
-        if not keep.any():
+        batch_features = labelled_global_batch(outputs)
+        if batch_features is None:
             return
-        self._chunks.append((feats[keep], labels[keep]))
-        self._held += int(keep.sum())
+        self._chunks.append(batch_features)
+        self._held += len(batch_features[1])
         # drop the oldest chunks the bank no longer needs
         while self.bank_size is not None and self._held - len(self._chunks[0][1]) >= self.bank_size:
             self._held -= len(self._chunks.pop(0)[1])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from sslkit.distributed import gather_no_grad
+from sslkit.distributed import labelled_global_batch
 
 
 class OnlineLinearProbe(L.Callback):
@@ -48,19 +48,17 @@ class OnlineLinearProbe(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not outputs:  # a skipped step
             return
-        # the global batch, on every rank (a no-op in one process)
-        feats = gather_no_grad(outputs["features"].float())
-        labels = gather_no_grad(outputs["labels"])
-        keep = labels >= 0
-        if not keep.any():
+        batch_features = labelled_global_batch(outputs)  # the same on every rank
+        if batch_features is None:
             return
+        feats, labels = batch_features
         self.classifier.train()
         with torch.enable_grad():
-            loss = F.cross_entropy(self.classifier(feats[keep].float()), labels[keep])
+            loss = F.cross_entropy(self.classifier(feats), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        pl_module.log("train/online_probe_loss", loss.detach(), batch_size=int(keep.sum()))
+        pl_module.log("train/online_probe_loss", loss.detach(), batch_size=len(labels))
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.accuracy.reset()
