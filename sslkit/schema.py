@@ -98,17 +98,20 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _check_evaluators(cfg: DictConfig) -> None:
-    """Every entry of ``eval`` must be an evaluator (a ``_target_``): anything else would be
-    silently skipped by the runner."""
+    """Every entry of ``eval`` must be an evaluator (a ``_target_``), or the settings a recipe
+    gives an evaluator of configs/eval/ that the command line left out of ``eval=[...]``;
+    anything else would be silently skipped by the runner."""
     selected = cfg.get("eval") if isinstance(cfg, DictConfig) else None
     if not isinstance(selected, DictConfig):
         return
+    from sslkit.cli import evaluators
+
     for name in selected.keys():
         entry = selected[name]
         if entry is None or (isinstance(entry, DictConfig) and "_target_" in entry):
             continue
-        from sslkit.cli import evaluators
-
+        if name in evaluators():
+            continue
         raise ConfigError(
             f"eval.{name} is not an evaluator (no _target_); choose evaluators with "
             f"'eval=[...]' from {evaluators()}, set their keys as eval.NAME.KEY=VALUE, and "

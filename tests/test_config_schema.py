@@ -109,3 +109,11 @@ def test_optional_groups_switch_off_a_recipes_choice(switch, tmp_path):
 def test_null_for_a_required_group_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="unknown data 'null'; choose one of: cifar10"):
         sslkit.compose(["data=null"], run_dir=tmp_path)
+
+
+def test_a_recipes_evaluator_settings_survive_leaving_the_evaluator_out(tmp_path):
+    # robust_fmnist sets eval.robust.* and selects robust; eval=[knn] leaves it out: its settings
+    # stay behind without a _target_ and are not an error (the runner skips them)
+    cfg, _, _ = sslkit.compose(["experiment=robust_fmnist", "eval=[knn]"], run_dir=tmp_path)
+    assert "_target_" not in cfg.eval.robust and "_target_" in cfg.eval.knn
+    validate(cfg)
