@@ -186,6 +186,21 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm()
 
 
+def positive_pairs(z: torch.Tensor, temperature: float):
+    """Plain loops for the InfoNCE-family references: for every anchor view (i, a) and every
+    other view p of the same instance, ``(exp(u_ia . u_ip / t), sum over views of the other
+    instances of exp(u_ia . u_jw / t))`` with unit vectors u."""
+    b, v, _ = z.shape
+    u = [[unit(z[i, a]) for a in range(v)] for i in range(b)]
+    for i in range(b):
+        for a in range(v):
+            neg = sum(torch.exp(torch.dot(u[i][a], u[j][w]) / temperature)
+                      for j in range(b) for w in range(v) if j != i)
+            for p in range(v):
+                if p != a:
+                    yield torch.exp(torch.dot(u[i][a], u[i][p]) / temperature), neg
+
+
 def rand(*shape: int, seed: int = 0, scale: float = 1.5, dtype=F64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g, dtype=dtype) * scale

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sslkit.losses.dcl import DebiasedContrastive, DecoupledContrastive
 from sslkit.losses.infonce import InfoNCE
-from tests.conftest import F64, assert_matches, loss_and_grad, orthogonal, rand_z, unit
+from tests.conftest import F64, assert_matches, loss_and_grad, orthogonal, positive_pairs, rand_z, unit
 
 torch.set_num_threads(1)
 
@@ -42,22 +42,7 @@ def ref_debiased(z, temperature, tau_plus):
 
 def ref_nt_xent_plain(z, temperature):
     """Non-debiased form: -log pos / (pos + sum over negatives), no clamp."""
-    b, v, _ = z.shape
-    u = [[unit(z[i, a]) for a in range(v)] for i in range(b)]
-    terms = []
-    for i in range(b):
-        for a in range(v):
-            neg = sum(
-                torch.exp(torch.dot(u[i][a], u[j][w]) / temperature)
-                for j in range(b)
-                for w in range(v)
-                if j != i
-            )
-            for p in range(v):
-                if p != a:
-                    pos = torch.exp(torch.dot(u[i][a], u[i][p]) / temperature)
-                    terms.append(-torch.log(pos / (pos + neg)))
-    return torch.stack(terms).mean()
+    return torch.stack([-torch.log(pos / (pos + neg)) for pos, neg in positive_pairs(z, temperature)]).mean()
 
 
 def ref_decoupled(z, temperature):

@@ -11,29 +11,17 @@ from omegaconf import OmegaConf
 
 from sslkit.losses.infonce import InfoNCE
 from sslkit.losses.rince import RobustInfoNCE
-from tests.conftest import F64, assert_matches, loss_and_grad, rand_z, unit
+from tests.conftest import F64, assert_matches, loss_and_grad, positive_pairs, rand_z
 
 torch.set_num_threads(1)
 
 
 def ref_rince(z, temperature, q, lam):
     """Loops: mean over (anchor, positive) of -pos^q/q and of (lam (pos + neg))^q / q."""
-    b, v, _ = z.shape
-    u = [[unit(z[i, a]) for a in range(v)] for i in range(b)]
     pos_terms, neg_terms = [], []
-    for i in range(b):
-        for a in range(v):
-            neg = sum(
-                torch.exp(torch.dot(u[i][a], u[j][w]) / temperature)
-                for j in range(b)
-                for w in range(v)
-                if j != i
-            )
-            for p in range(v):
-                if p != a:
-                    pos = torch.exp(torch.dot(u[i][a], u[i][p]) / temperature)
-                    pos_terms.append(-(pos**q) / q)
-                    neg_terms.append((lam * (pos + neg)) ** q / q)
+    for pos, neg in positive_pairs(z, temperature):
+        pos_terms.append(-(pos**q) / q)
+        neg_terms.append((lam * (pos + neg)) ** q / q)
     return torch.stack(pos_terms).mean() + torch.stack(neg_terms).mean()
 
 
