@@ -47,7 +47,7 @@ class Plots:
         self.method, self.max_points, self.n_neighbors = method, max_points, n_neighbors
         # None: one job per core (both libraries read -1 so)
         self.metric, self.max_pair_samples = metric, max_pair_samples
-        self.n_jobs = -1 if n_jobs is None else int(n_jobs)
+        self.n_jobs = n_jobs
         self.dpi, self.seed = dpi, seed
 
     def __call__(self, ctx: EvalContext) -> dict:
@@ -62,7 +62,8 @@ class Plots:
         if len(x) >= 3:
             started = time.perf_counter()
             xy, y_used = embed_2d(x.numpy(), y.numpy(), self.method, self.max_points,
-                                  self.n_neighbors, self.metric, self.n_jobs, self.seed)
+                                  self.n_neighbors, self.metric,
+                                  self.n_jobs or torch.get_num_threads(), self.seed)
             result["embedding_seconds"] = round(time.perf_counter() - started, 1)
             result["embedding_points"] = len(xy)
             name = "tsne" if self.method == "tsne" else "umap"
