@@ -10,7 +10,8 @@ AdamW step of the real module, default config and batch), in an order rotated ev
 change of load hits all alike; ``auto`` decides afresh at each repeat. Prints images/s (median
 and best over repeats), the ratio to torch's default (every core), what ``auto`` chose, and the
 load average; ``--out FILE`` writes them as JSON. Run it once idle and once with ``--busy N``
-(or beside a real job) before making ``threads=auto`` the default.
+(or beside a real job): ``threads=auto`` is the default because it matched torch's default idle
+and beat it under load (docs/benchmarks.md).
 """
 
 from __future__ import annotations
