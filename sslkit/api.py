@@ -15,8 +15,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sslkit.errors import ConfigError
-
 
 def compose(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> tuple[DictConfig, Path, dict]:
     """The config ``python train.py OVERRIDES`` would run, its run dir and its group choices.
@@ -25,20 +23,13 @@ def compose(overrides: Sequence[str] = (), run_dir: str | Path | None = None) ->
     Hydra config of this job is registered before returning. ``run_dir`` defaults to the
     config's ``hydra.run.dir`` (relative to the working directory).
     """
-    from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    from sslkit.cli import choice_errors, config_dir, describe_compose_error, expand_eval_all, null_groups
+    from sslkit.cli import choice_errors, compose_config, expand_eval_all, null_groups
 
     overrides = null_groups(expand_eval_all(list(overrides)))
     choice_errors(overrides)
-    try:
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(describe_compose_error(err)) from None
+    cfg = compose_config("train", overrides, return_hydra_config=True)
     if run_dir is None:  # hydra.run.dir reads ${hydra:runtime.choices.loss}: register a copy first
         HydraConfig.instance().set_config(copy.deepcopy(cfg))
         run_dir = HydraConfig.get().run.dir
@@ -82,21 +73,13 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], overrides: Sequence[
     (``threads``, ``eval_device``, ``out``, ``aggregate_out``; configs/evaluate.yaml). A missing
     or foreign checkpoint or a bad setting raises ``sslkit.errors.UserError`` before any work.
     """
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from sslkit.cli import choice_errors, config_dir, describe_compose_error, expand_eval_all
+    from sslkit.cli import choice_errors, compose_config, expand_eval_all
     from sslkit.eval.cli import evaluate as run_evaluate, run_config_overrides
 
     many = not isinstance(checkpoint, (str, Path))
     overrides = run_config_overrides(expand_eval_all(list(overrides)))
     choice_errors(overrides)
-    try:
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose("evaluate", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(describe_compose_error(err)) from None
+    cfg = compose_config("evaluate", overrides)
     with open_dict(cfg):
         cfg.checkpoint = [str(p) for p in checkpoint] if many else str(checkpoint)
     results = [result for _, result in run_evaluate(cfg)]

@@ -100,16 +100,24 @@ def check_composes(argv: list[str], config_name: str = "train") -> None:
     sweeps and flags are left to Hydra)."""
     if any(a.startswith("-") for a in argv):
         return
+    try:
+        compose_config(config_name, [a for a in argv if not a.startswith("hydra.")])
+    except ConfigError as err:
+        fail(str(err))
+
+
+def compose_config(config_name: str, overrides: list[str], **kwargs) -> DictConfig:
+    """Hydra's compose of ``configs/CONFIG_NAME.yaml`` with ``overrides`` (``kwargs`` go to
+    ``hydra.compose``); a key or override Hydra refuses raises a one-line ConfigError."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in argv if not a.startswith("hydra.")]
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            compose(config_name, overrides=overrides)
+            return compose(config_name, overrides=overrides, **kwargs)
     except (HydraException, OmegaConfBaseException) as err:
-        fail(describe_compose_error(err))
+        raise ConfigError(describe_compose_error(err)) from None
 
 
 def describe_compose_error(err: Exception) -> str:
