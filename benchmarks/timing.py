@@ -15,14 +15,12 @@ from collections.abc import Callable
 
 import torch
 
+from sslkit.threads import cores
+
 
 def context() -> dict:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
     return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "cpus_usable": usable, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            "cpus_usable": cores(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

@@ -48,13 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build(overrides: list[str]):
     from sslkit.api import compose
     from sslkit.build import build_datamodule, build_module
+    from sslkit.precision import calibration_images
 
     cfg, _, _ = compose(["~logger", *overrides], run_dir="/tmp/bench_threads")
     module = build_module(cfg).train()
     dm = build_datamodule(cfg)  # only its image shape is read: random pixels cost what real ones do
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (dm.batch_size, dm.in_chans, dm.image_size, dm.image_size),
-                           dtype=torch.uint8, generator=gen)
+    images = calibration_images(dm)
+    gen = torch.Generator().manual_seed(1)
     batch = {"image": images, "label": torch.randint(0, dm.num_classes, (dm.batch_size,), generator=gen),
              "index": torch.arange(dm.batch_size)}
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4)

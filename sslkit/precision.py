@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,9 +38,6 @@ class PrecisionChoice:
     reason: str
     # seconds per calibration step by precision, and the calibration's total ``seconds``
     timings: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def line(self) -> str:
         shown = ", ".join(f"{k} {self.timings[k] * 1e3:.0f} ms/step" for k in (BF16, FP32)

@@ -15,14 +15,19 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 LOGGERS = ("sslkit", "lightning.pytorch", "lightning.fabric", "py.warnings")
 
 
-def _metrics_line(trainer: L.Trainer) -> str:
+def _format_metrics(metrics) -> str:
+    """``name=value`` for each entry that is a number (4 significant digits)."""
     parts = []
-    for name, value in sorted(trainer.callback_metrics.items()):
+    for name, value in metrics:
         try:
             parts.append(f"{name}={float(value):.4g}")
         except (TypeError, ValueError):
             continue
     return " ".join(parts)
+
+
+def _metrics_line(trainer: L.Trainer) -> str:
+    return _format_metrics(sorted(trainer.callback_metrics.items()))
 
 
 class RunLog(L.Callback):
@@ -101,14 +106,9 @@ class LineProgress(ProgressBar):
             return
         if done % self.refresh_rate and done != self.total_train_batches:
             return
-        shown = []
-        for name, value in self.get_metrics(trainer, pl_module).items():
-            try:
-                shown.append(f"{name}={float(value):.4g}")
-            except (TypeError, ValueError):
-                continue
+        shown = _format_metrics(self.get_metrics(trainer, pl_module).items())
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} batch {done}/"
-              f"{self.total_train_batches} {' '.join(shown)}", flush=True)
+              f"{self.total_train_batches} {shown}", flush=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._enabled and trainer.is_global_zero:

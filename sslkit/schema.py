@@ -106,17 +106,18 @@ def _check_evaluators(cfg: DictConfig) -> None:
         return
     from sslkit.cli import evaluators
 
+    known = None
     for name in selected.keys():
         entry = selected[name]
-        if entry is None or (isinstance(entry, DictConfig) and "_target_" in entry):
+        if entry is None or _is_target(entry):
             continue
-        if name in evaluators():
-            continue
-        raise ConfigError(
-            f"eval.{name} is not an evaluator (no _target_); choose evaluators with "
-            f"'eval=[...]' from {evaluators()}, set their keys as eval.NAME.KEY=VALUE, and "
-            f"online monitors as monitor.NAME.KEY=VALUE"
-        )
+        known = evaluators() if known is None else known
+        if name not in known:
+            raise ConfigError(
+                f"eval.{name} is not an evaluator (no _target_); choose evaluators with "
+                f"'eval=[...]' from {known}, set their keys as eval.NAME.KEY=VALUE, and "
+                f"online monitors as monitor.NAME.KEY=VALUE"
+            )
 
 
 _MISSING = object()

@@ -19,7 +19,6 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from sslkit.errors import ConfigError, DataError
 
-DECODERS = ("pil", "torchvision")
 # torchvision 0.29 deprecates its image decoders for TorchCodec, which the pinned torch does not
 # ship; they were measured faster than Pillow here, and a warning per decoded image says nothing
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
@@ -42,7 +41,10 @@ def decode_torchvision(path: Path) -> torch.Tensor:
         return decode_pil(path)
 
 
+DECODERS: dict[str, Callable[[Path], torch.Tensor]] = {"pil": decode_pil, "torchvision": decode_torchvision}
+
+
 def decoder(name: str) -> Callable[[Path], torch.Tensor]:
     if name not in DECODERS:
         raise ConfigError(f"data.decoder={name!r} is not a decoder; choose one of {', '.join(DECODERS)}")
-    return {"pil": decode_pil, "torchvision": decode_torchvision}[name]
+    return DECODERS[name]

@@ -82,7 +82,6 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
     from sslkit.eval.aggregate import aggregate
     from sslkit.eval.loading import load_for_evaluation, run_dir_of
     from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, jsonable
-
     from sslkit.threads import apply as apply_threads
 
     apply_threads(cfg.threads)  # an int, null (torch's default) or auto

@@ -89,26 +89,21 @@ class HardNegativeContrastive(nn.Module):
         check_views(z)
         with torch.autocast(z.device.type, enabled=False):
             pl = pair_logits(upcast(z), self.temperature, self.normalize, self.chunk_size)
-            if pl.logits is None:  # chunked: the N x N logits are never built
-                lse_beta = pl.negative_logsumexp(self.beta)
-                lse_both = pl.negative_logsumexp(1.0 + self.beta)
-            else:
-                off = ~pl.neg_mask
-                hard = (pl.logits * self.beta).masked_fill(off, float("-inf"))
-                lse_beta = hard.logsumexp(dim=1)
-                lse_both = (pl.logits * (1.0 + self.beta)).masked_fill(off, float("-inf"))
-                lse_both = lse_both.logsumexp(dim=1)
+            lse_beta = pl.negative_logsumexp(self.beta)
+            lse_both = pl.negative_logsumexp(1.0 + self.beta)
             log_reweighted = lse_both - lse_beta + math.log(pl.n_neg)
             log_den, _, clamped = debiased_neg_sum(
                 log_reweighted, pl.pos, pl.n_neg, self.tau_plus, self.temperature
             )
             loss = (log_den - pl.pos).mean()
 
-            if pl.logits is None:
+            if pl.logits is None:  # chunked: the N x N logits are never built
                 entropy, w_max = row_softmax_stats(pl.u, self.beta / self.temperature, pl.ids,
                                                    lse_beta.detach(), self.chunk_size)
             else:
                 with torch.no_grad():
+                    off = ~pl.neg_mask
+                    hard = (pl.logits * self.beta).masked_fill(off, float("-inf"))
                     w = torch.exp(hard - lse_beta[:, None])
                     entropy = lse_beta - (w * hard.masked_fill(off, 0.0)).sum(dim=1)
                     w_max = w.amax(dim=1)
