@@ -72,6 +72,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
         del resume  # Lightning loads the file again itself; do not hold a second copy
     precision = choose_precision(cfg, module, dm, planned_world_size(cfg.trainer))
     cfg.trainer.precision = precision.precision
+    module.config["trainer"]["precision"] = precision.precision  # what checkpoints record
     note(run_dir, f"threads {torch.get_num_threads()}: {threads.reason}", precision.line())
     trainer = build_trainer(cfg, run_dir)
     for logger in trainer.loggers:  # the resolved config: hparams.yaml (csv), wandb's config

@@ -70,6 +70,7 @@ TYPES: dict[str, object] = {
     "threads": int | typing.Literal["auto"] | None,
     "precision_calibration_steps": int,
     "matmul_precision": typing.Literal["highest", "high", "medium"],
+    "eval_precision": typing.Literal["auto", "32-true", "bf16-mixed", "16-mixed"],
     "resume": str | None,
     "resume_allow_config_change": bool,
     "progress_bar_refresh_rate": int,

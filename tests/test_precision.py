@@ -120,6 +120,9 @@ def test_summary_and_log_record_the_precision_used(tmp_path):
     assert auto["threads_reason"].startswith("auto:") and auto["threads"] >= 1
     hparams = OmegaConf.load(tmp_path / "auto" / "hparams.yaml")
     assert hparams.trainer.precision == auto["precision"]  # what the Trainer was given
+    # checkpoints record it too: offline evaluation (eval_precision=auto) extracts features in it
+    ckpt = torch.load(tmp_path / "auto" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["sslkit"]["config"]["trainer"]["precision"] == auto["precision"]
     log = (tmp_path / "auto" / "train.log").read_text()
     assert f"precision {auto['precision']}: auto:" in log and "threads " in log
     fixed = run(tmp_path / "fixed", "trainer.precision=bf16-mixed", "threads=1")

@@ -102,7 +102,7 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
         seed = cfg.seed if cfg.seed is not None else int(run_cfg.get("seed") or 0)
         console.print(f"evaluating {path} (epoch {ckpt.get('epoch')}, seed {seed})")
         results = evaluate_module(cfg, module, dm, run_dir_of(path), seed, console, evaluators,
-                                  write=out is None)
+                                  write=out is None, run_precision=run_cfg.trainer.get("precision"))
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             record = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "results": results}

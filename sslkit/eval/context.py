@@ -26,6 +26,8 @@ class EvalContext:
     datamodule: Any  # sslkit.data.base.ImageDataModule
     run_dir: Path
     seed: int = 0
+    # features extracted under autocast to this dtype (None: float32); see feature_dtype
+    autocast: torch.dtype | None = None
     _cache: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -44,7 +46,8 @@ class EvalContext:
         if name not in self._cache:
             self.module.eval()
             loader = self.datamodule.eval_dataloader(name)
-            self._cache[name] = extract(self.module.features, loader, self.device)
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                self._cache[name] = extract(self.module.features, loader, self.device)
         return self._cache[name]
 
     def labelled(self, split: str) -> tuple[Tensor, Tensor]:
@@ -52,6 +55,18 @@ class EvalContext:
         x, y = self.features(split)
         keep = y >= 0
         return x[keep], y[keep]
+
+
+def feature_dtype(eval_precision: str | None, run_precision: str | None) -> torch.dtype | None:
+    """The autocast dtype of feature extraction: ``eval_precision`` auto follows the precision
+    pretraining ran in (``bf16-mixed`` -> bfloat16, ``16-mixed`` -> float16, else float32:
+    None); ``32-true``, ``bf16-mixed``, ``16-mixed`` choose it. On a CPU with native bf16,
+    bf16 extraction ran 1.9x faster than float32 (convnet, 10k Fashion-MNIST test images: 7.8
+    vs 14.8 s on one thread) with features 0.4% apart (relative norm) and probe top-1 0.8504 vs
+    0.8498 (docs/evaluation.md)."""
+    setting = run_precision if eval_precision in (None, "auto") else eval_precision
+    return {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16, "bf16": torch.bfloat16,
+            "16-mixed": torch.float16, "16-true": torch.float16, "16": torch.float16}.get(str(setting))
 
 
 class Evaluator(Protocol):

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from sslkit.errors import ConfigError
-from sslkit.eval.context import EvalContext
+from sslkit.eval.context import EvalContext, feature_dtype
 
 
 def eval_device(setting: str | None) -> torch.device:
@@ -136,16 +136,20 @@ def results_table(results: dict[str, dict], title: str = "sslkit evaluation"):
 
 
 def evaluate_module(cfg: DictConfig, module, datamodule, run_dir: Path, seed: int,
-                    console=None, evaluators: dict | None = None, write: bool = True) -> dict[str, dict]:
+                    console=None, evaluators: dict | None = None, write: bool = True,
+                    run_precision: str | None = None) -> dict[str, dict]:
     """Run ``evaluators`` (default: built from ``cfg.eval``) with ``module`` moved to
-    ``cfg.eval_device`` in eval mode, print the table; returns results by name (empty when no
-    evaluator is selected). ``write``: also write ``<run_dir>/eval/NAME.json``."""
+    ``cfg.eval_device`` in eval mode, features extracted in the precision ``cfg.eval_precision``
+    names (auto: ``run_precision``, the one pretraining ran in), print the table; returns results
+    by name (empty when no evaluator is selected). ``write``: also write
+    ``<run_dir>/eval/NAME.json``."""
     evaluators = build_evaluators(cfg) if evaluators is None else evaluators
     if not evaluators:
         return {}
     device = eval_device(cfg.get("eval_device"))
     module.to(device).eval()
-    ctx = EvalContext(module=module, datamodule=datamodule, run_dir=Path(run_dir), seed=seed)
+    ctx = EvalContext(module=module, datamodule=datamodule, run_dir=Path(run_dir), seed=seed,
+                      autocast=feature_dtype(cfg.get("eval_precision"), run_precision))
     results = run_evaluators(evaluators, ctx, console, write)
     if console is not None:
         console.print(results_table(results, f"sslkit evaluation: {run_dir}"))
@@ -158,5 +162,6 @@ def final_evaluation(cfg: DictConfig, module: L.LightningModule, dm: L.Lightning
     summary.json keeps of them."""
     from rich.console import Console
 
-    results = evaluate_module(cfg, module, dm, run_dir, cfg.seed, Console(), evaluators)
+    results = evaluate_module(cfg, module, dm, run_dir, cfg.seed, Console(), evaluators,
+                              run_precision=cfg.trainer.precision)
     return summary_entries(results)
