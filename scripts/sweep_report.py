@@ -2,13 +2,18 @@
 
     python scripts/sweep_report.py multirun/temperature_x_loss/2025-01-01_12-00-00
     python scripts/sweep_report.py SWEEP_DIR --metrics linear_probe_top1 knn_top1 --plot-metric knn_top1
+    python scripts/sweep_report.py SWEEP_DIR --compare loss=infonce
+    python scripts/sweep_report.py SWEEP_A SWEEP_B --where loss=dunif --out DIR
 
-Reads every run's ``summary.json`` and ``.hydra/overrides.yaml`` under SWEEP_DIR. The swept keys
-are the overrides whose value differs between runs; runs are grouped by the swept keys except
-``seed`` (``--seed-key``), so each row pools the seeds of one setting. Prints the table (rich),
-writes ``SWEEP_DIR/report.csv`` and plots the ``--plot-metric`` with its interval as error bars
-to ``SWEEP_DIR/report.png``. Runs without a summary (failed or unfinished) are counted and
-listed, never averaged.
+Reads every run's ``summary.json`` and ``.hydra/overrides.yaml`` under each SWEEP_DIR (several
+sweeps pool into one table; ``--where KEY=VALUE`` keeps only the runs with that override, an
+absent key reading as ``-``). The swept keys are the overrides whose value differs between runs;
+runs are grouped by the swept keys except ``seed`` (``--seed-key``), so each row pools the seeds
+of one setting. ``--compare KEY=VALUE`` adds, for every metric, each row's difference from the
+row that has KEY=VALUE and the same other keys, with a 95% Welch t-interval (seeds unpaired).
+Prints the table (rich), writes ``report.csv`` and plots the ``--plot-metric`` with its interval
+as error bars to ``report.png``, in the first SWEEP_DIR or ``--out``. Runs without a summary
+(failed or unfinished) are counted and listed, never averaged.
 """
 
 from __future__ import annotations
@@ -66,13 +71,16 @@ def natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
-def find_runs(sweep_dir: Path) -> list[Run]:
+def find_runs(sweep_dir: Path, where: dict[str, str] | None = None) -> list[Run]:
+    """The runs under ``sweep_dir`` whose overrides match ``where`` (absent keys read ``-``)."""
     runs = []
     for ov in sorted(sweep_dir.glob("**/.hydra/overrides.yaml"), key=natural_key):
         run_dir = ov.parent.parent
         if ".submitit" in run_dir.parts:
             continue
         overrides = parse_overrides(yaml.safe_load(ov.read_text()) or [])
+        if any(overrides.get(k, "-") != v for k, v in (where or {}).items()):
+            continue
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
         runs.append(Run(run_dir, overrides, summary))
@@ -123,6 +131,34 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "ci95": ci, "std": std, "min": min(values), "max": max(values)}
 
 
+def welch(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of ``a`` minus mean of ``b`` and its 95% Welch t-interval (unequal variances,
+    Welch-Satterthwaite degrees of freedom); NaN interval with fewer than 2 values on a side."""
+    diff = sum(a) / len(a) - sum(b) / len(b) if a and b else math.nan
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": diff, "diff_ci95": math.nan}
+    va, vb = stats(a)["std"] ** 2 / len(a), stats(b)["std"] ** 2 / len(b)
+    se2 = va + vb
+    if se2 == 0:
+        return {"diff": diff, "diff_ci95": 0.0}
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return {"diff": diff, "diff_ci95": t_quantile(df) * math.sqrt(se2)}
+
+
+def add_comparison(rows: list[dict], keys: list[str], metrics: list[str], compare: tuple[str, str]) -> None:
+    """``row[f"{metric}_diff"]``/``_diff_ci95``: the row minus its reference row (``compare``'s
+    key at its value, the other keys equal), for every row that has one."""
+    key, value = compare
+    others = [k for k in keys if k != key]
+    refs = {tuple(r[k] for k in others): r for r in rows if r.get(key) == value}
+    for row in rows:
+        ref = refs.get(tuple(row[k] for k in others))
+        for m in metrics:
+            out = (welch(row["_values"][m], ref["_values"][m]) if ref is not None
+                   else {"diff": math.nan, "diff_ci95": math.nan})
+            row[f"{m}_diff"], row[f"{m}_diff_ci95"] = out["diff"], out["diff_ci95"]
+
+
 def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
     order = {k: ordered_values(runs, k) for k in keys}
     groups: dict[tuple[str, ...], Group] = {}
@@ -132,9 +168,11 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: [order[k].index(v) for k, v in zip(keys, g.key)])
 
 
-def build_report(sweep_dir: Path, metrics: list[str], seed_key: str = "seed") -> dict:
+def build_report(sweep_dir: Path | list[Path], metrics: list[str], seed_key: str = "seed",
+                 where: dict[str, str] | None = None, compare: tuple[str, str] | None = None) -> dict:
     """Everything the table, CSV and plot show; also what tests check."""
-    runs = find_runs(sweep_dir)
+    dirs = [sweep_dir] if isinstance(sweep_dir, Path) else list(sweep_dir)
+    runs = [r for d in dirs for r in find_runs(d, where)]
     done = [r for r in runs if r.summary is not None]
     swept = swept_keys(runs)
     group_keys = [k for k in swept if k != seed_key]
@@ -150,9 +188,14 @@ def build_report(sweep_dir: Path, metrics: list[str], seed_key: str = "seed") ->
             for stat, v in stats(row["_values"][m]).items():
                 row[f"{m}_{stat}"] = v
         rows.append(row)
+    if compare is not None:
+        if compare[0] not in group_keys or not any(r[compare[0]] == compare[1] for r in rows):
+            raise ValueError(f"--compare {compare[0]}={compare[1]}: no row has it; swept keys and values: "
+                             + "; ".join(f"{k}: {', '.join(ordered_values(runs, k))}" for k in group_keys))
+        add_comparison(rows, group_keys, metrics, compare)
     return {
-        "sweep_dir": str(sweep_dir), "keys": group_keys, "seed_key": seed_key, "fixed": fixed,
-        "metrics": metrics, "rows": rows, "runs": len(runs),
+        "sweep_dir": " ".join(map(str, dirs)), "sweep_dirs": [str(d) for d in dirs], "keys": group_keys, "seed_key": seed_key, "fixed": fixed,
+        "metrics": metrics, "rows": rows, "runs": len(runs), "where": where or {}, "compare": compare,
         "missing": [str(r.path) for r in runs if r.summary is None],
     }
 
@@ -182,7 +225,9 @@ def print_table(report: dict) -> None:
     fixed = " ".join(f"{k}={v}" for k, v in report["fixed"].items()) or "none"
     table = Table(
         title=f"sweep {report['sweep_dir']}",
-        caption=f"mean ± 95% t-interval over seeds; fixed overrides: {fixed}",
+        caption=f"mean ± 95% t-interval over seeds; fixed overrides: {fixed}"
+                + ("; only " + " ".join(f"{k}={v}" for k, v in report["where"].items()) if report.get("where") else "")
+                + ("; Δ: difference of means, 95% Welch t-interval" if report.get("compare") else ""),
     )
     for k in keys:
         table.add_column(k, style="cyan")
@@ -190,6 +235,10 @@ def print_table(report: dict) -> None:
     table.add_column(report["seed_key"] + "s")
     for m in metrics:
         table.add_column(m, justify="right")
+    compare = report.get("compare")
+    if compare:
+        for m in metrics:
+            table.add_column(f"Δ {m} vs {compare[0]}={compare[1]}", justify="right")
     best = None
     key_metric = metrics[0] if metrics else None
     if key_metric and report["rows"]:
@@ -201,6 +250,11 @@ def print_table(report: dict) -> None:
         for m in metrics:
             text = fmt(row[f"{m}_mean"], row[f"{m}_ci95"], m)
             cells.append(f"[bold green]{text}[/]" if m == key_metric and row[f"{m}_mean"] == best else text)
+        if compare:
+            for m in metrics:
+                diff, ci = row[f"{m}_diff"], row[f"{m}_diff_ci95"]
+                cells.append("-" if math.isnan(diff) or row[compare[0]] == compare[1]
+                             else ("+" if diff >= 0 else "") + fmt(diff, ci, m))
         table.add_row(*cells)
     console = Console(width=max(100, 24 * (len(metrics) + len(keys))))
     console.print(table)
@@ -212,6 +266,8 @@ def print_table(report: dict) -> None:
 def write_csv(report: dict, path: Path) -> None:
     columns = report["keys"] + ["n", "seeds", "runs"]
     columns += [f"{m}_{s}" for m in report["metrics"] for s in ("mean", "ci95", "std", "min", "max")]
+    if report.get("compare"):
+        columns += [f"{m}_{s}" for m in report["metrics"] for s in ("diff", "diff_ci95")]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, columns)
         writer.writeheader()
@@ -232,7 +288,7 @@ def plot(report: dict, metric: str, path: Path) -> None:
     if len(rows) > 2 and len(keys) > 1 and all(len({r[k] for r in rows}) == len(rows) for k in keys):
         plot_search(ax, rows, keys, metric)
         ax.set_title(f"{metric} per trial of a search ({len(rows)} settings)\n"
-                     f"{Path(report['sweep_dir']).name}", fontsize=10)
+                     f"{' + '.join(Path(d).name for d in report['sweep_dirs'])}", fontsize=10)
         fig.tight_layout()
         fig.savefig(path, bbox_inches="tight")
         plt.close(fig)
@@ -322,7 +378,7 @@ def plot(report: dict, metric: str, path: Path) -> None:
     ns = sorted({r["n"] for r in rows})
     n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}"
     ax.set_title(f"{metric}: mean and 95% t-interval over seeds ({n_text} per point)\n"
-                 f"{Path(report['sweep_dir']).name}", fontsize=10)
+                 f"{' + '.join(Path(d).name for d in report['sweep_dirs'])}", fontsize=10)
     ax.grid(True, alpha=0.3)
     if keys and (len(series) > 1 or len(keys) > 1):
         others = [k for k in keys if k != x_key]
@@ -362,29 +418,49 @@ def plot_search(ax, rows: list[dict], keys: list[str], metric: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep_dir", type=Path, help="the multirun dir (hydra.sweep.dir)")
+    parser.add_argument("sweep_dir", type=Path, nargs="+",
+                        help="the multirun dir (hydra.sweep.dir); several pool into one table")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help="summary.json keys to tabulate, e.g. eval/knn/k20_top1 for a number of "
                              "an evaluator (default: %(default)s)")
     parser.add_argument("--plot-metric", default="linear_probe_top1")
     parser.add_argument("--seed-key", default="seed", help="override pooled over (default: seed)")
+    parser.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="only runs with these overrides (e.g. loss=dunif; a key a run lacks reads -)")
+    parser.add_argument("--compare", metavar="KEY=VALUE",
+                        help="difference of every row from the row with KEY=VALUE (the other keys "
+                             "equal), with a 95%% Welch t-interval, e.g. loss=infonce")
+    parser.add_argument("--out", type=Path, help="where report.csv/png go (default: the first sweep dir)")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
-        return 2
+    for d in args.sweep_dir:
+        if not d.is_dir():
+            print(f"error: {d} is not a directory", file=sys.stderr)
+            return 2
+    for item in args.where + ([args.compare] if args.compare else []):
+        if "=" not in item:
+            print(f"error: {item!r}: write KEY=VALUE, e.g. loss=infonce", file=sys.stderr)
+            return 2
+    where = dict(item.split("=", 1) for item in args.where)
+    compare = tuple(args.compare.split("=", 1)) if args.compare else None
     metrics = list(dict.fromkeys([*args.metrics, args.plot_metric]))
-    report = build_report(args.sweep_dir, metrics, args.seed_key)
+    try:
+        report = build_report(args.sweep_dir, metrics, args.seed_key, where, compare)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not report["rows"]:
-        print(f"error: no run under {args.sweep_dir} has both .hydra/overrides.yaml and summary.json",
-              file=sys.stderr)
+        print(f"error: no run under {' '.join(map(str, args.sweep_dir))} has both .hydra/overrides.yaml "
+              f"and summary.json" + (f" and {' '.join(args.where)}" if args.where else ""), file=sys.stderr)
         return 1
+    out = args.out or args.sweep_dir[0]
+    out.mkdir(parents=True, exist_ok=True)
     print_table(report)
-    write_csv(report, args.sweep_dir / "report.csv")
-    print(f"wrote {args.sweep_dir / 'report.csv'}")
+    write_csv(report, out / "report.csv")
+    print(f"wrote {out / 'report.csv'}")
     if not args.no_plot:
-        plot(report, args.plot_metric, args.sweep_dir / "report.png")
-        print(f"wrote {args.sweep_dir / 'report.png'}")
+        plot(report, args.plot_metric, out / "report.png")
+        print(f"wrote {out / 'report.png'}")
     return 0
 
 

@@ -125,6 +125,54 @@ def test_report_statistics_by_hand(tmp_path):
     assert second["n"] == 1 and math.isnan(second["linear_probe_top1_ci95"])
 
 
+def write_runs(root: Path, runs: list[tuple[list[str], float]]) -> None:
+    for i, (overrides, acc) in enumerate(runs):
+        run = root / str(i)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (run / "summary.json").write_text(json.dumps({"linear_probe_top1": acc}))
+
+
+def test_report_compare_is_a_welch_interval(tmp_path):
+    from scipy import stats as scipy_stats
+
+    report_mod = load_report_module()
+    infonce, cacr = [0.80, 0.82, 0.81], [0.84, 0.83, 0.87]
+    write_runs(tmp_path, [([f"loss={loss}", f"seed={i}"], acc)
+                          for loss, accs in (("infonce", infonce), ("cacr", cacr)) for i, acc in enumerate(accs)])
+    rep = report_mod.build_report(tmp_path, ["linear_probe_top1"], compare=("loss", "infonce"))
+    rows = {r["loss"]: r for r in rep["rows"]}
+    ref = scipy_stats.ttest_ind(cacr, infonce, equal_var=False).confidence_interval(0.95)
+    diff, ci = rows["cacr"]["linear_probe_top1_diff"], rows["cacr"]["linear_probe_top1_diff_ci95"]
+    assert diff == pytest.approx(statistics.mean(cacr) - statistics.mean(infonce))
+    assert (diff - ci, diff + ci) == pytest.approx((ref.low, ref.high), rel=1e-9)
+    assert rows["infonce"]["linear_probe_top1_diff"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="loss: infonce, cacr"):
+        report_mod.build_report(tmp_path, ["linear_probe_top1"], compare=("loss", "moco"))
+
+
+def test_report_pools_sweeps_and_filters(tmp_path):
+    """Two sweep dirs in one table; --where keeps matching runs (a key a run lacks reads -)."""
+    report_mod = load_report_module()
+    write_runs(tmp_path / "main", [(["loss=infonce", "seed=0"], 0.80), (["loss=dunif", "seed=0"], 0.70),
+                                   (["loss=dunif", "seed=1"], 0.72)])
+    write_runs(tmp_path / "priors", [(["loss=dunif", "prior=labels", "seed=0"], 0.90),
+                                     (["loss=dunif", "prior=labels", "seed=1"], 0.92)])
+    rep = report_mod.build_report([tmp_path / "main", tmp_path / "priors"], ["linear_probe_top1"],
+                                  where={"loss": "dunif"}, compare=("prior", "-"))
+    assert rep["keys"] == ["prior"] and [r["prior"] for r in rep["rows"]] == ["-", "labels"]
+    labels = rep["rows"][1]
+    assert labels["n"] == 2 and labels["linear_probe_top1_diff"] == pytest.approx(0.20)
+    out = tmp_path / "table"
+    code = report_mod.main([str(tmp_path / "main"), str(tmp_path / "priors"), "--where", "loss=dunif",
+                            "--compare", "prior=-", "--out", str(out), "--no-plot"])
+    assert code == 0
+    with open(out / "report.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[1]["linear_probe_top1_diff"]) == pytest.approx(0.20)
+    assert report_mod.main([str(tmp_path / "main"), "--compare", "loss"]) == 2
+
+
 @pytest.mark.slow
 def test_tiny_multirun_and_report(tmp_path):
     """A real `python train.py -m` over 2 temperatures x 2 seeds, then sweep_report on it."""
