@@ -54,6 +54,8 @@ def per_group_top1(correct: Tensor, groups: Tensor, n_groups: int) -> list[float
 class DomainProbe:
     """Offline evaluator ``domain``; see the module docstring."""
 
+    # per-sample fields of the data it needs (checked by ``check``); eval=all leaves it out
+    data_fields = ("domain",)
     # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("protocol", "domains", "n_domains", "chance", "top1", "per_domain_top1",
                    "class_top1", "class_top1_per_domain", "l2", "holdout_top1", "class_l2",
