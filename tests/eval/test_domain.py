@@ -135,6 +135,15 @@ def test_train_refuses_eval_domain_without_domains_before_training(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_runs_on_other_domains_are_other_experiments():
+    from sslkit.eval.aggregate import identity
+
+    run = {"seed": 0, "loss": {"alpha": 1.0}, "data": {"_target_": "S", "domain_shift": ["plain", "invert"]}}
+    assert identity(run) == identity({**run, "seed": 1})
+    assert identity(run) != identity({**run, "data": {"_target_": "S", "domain_shift": None}})
+    assert identity(run) != identity({**run, "loss": {"alpha": 0.0}})
+
+
 @pytest.mark.slow
 def test_train_writes_domain_json_and_summary_keys(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
