@@ -7,9 +7,9 @@ An evaluator is any callable ``evaluator(ctx: EvalContext) -> dict`` built by Hy
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 import torch
@@ -59,7 +59,6 @@ class EvalContext:
         x, y = self.features(split)
         keep = y >= 0
         return x[keep], y[keep]
-
 
     def field(self, split: str, name: str) -> Tensor:
         """A per-sample field of a split (``"domain"``, ...; see :mod:`sslkit.data.fields`) in
