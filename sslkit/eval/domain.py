@@ -10,6 +10,12 @@ the domain ids as targets (L2 chosen on a held-out part of that split), scored o
 domain's test images (``class_top1_per_domain``). The class probe is the ``linear`` evaluator's
 fit when both use the same settings (fitted once per run).
 
+With ``projector`` the same numbers are measured again on the projections ``z =
+projector(features)`` (``result["projector"]``): the space the loss and its target plan act on,
+where the encoder features keep what the projector may discard (Chen et al. 2020, SimCLR: the
+projection head drops information about the augmentations). The projector runs on the cached features: no second pass over the images, but a second
+class probe.
+
 The domains come from the data: ``data.domain_shift=[...]`` (sslkit/data/domains.py) or a domain
 folder tree (``data=domainfolder``); without them the run is refused before any work.
 """
@@ -59,12 +65,14 @@ class DomainProbe:
     # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("protocol", "domains", "n_domains", "chance", "top1", "per_domain_top1",
                    "class_top1", "class_top1_per_domain", "l2", "holdout_top1", "class_l2",
-                   "n_train", "n_test", "seconds")
+                   "projector", "n_train", "n_test", "seconds")
 
     def __init__(self, l2_grid: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
-                 holdout_fraction: float = 0.1, max_iter: int = 200, tolerance: float = 1e-6) -> None:
+                 holdout_fraction: float = 0.1, max_iter: int = 200, tolerance: float = 1e-6,
+                 projector: bool = True) -> None:
         self.l2_grid, self.holdout_fraction = list(l2_grid), holdout_fraction
         self.max_iter, self.tolerance = max_iter, tolerance
+        self.projector = projector
 
     def check(self, dm) -> None:
         """Refuse, before any work, data whose probe or test split has no domains, or whose test
@@ -79,6 +87,30 @@ class DomainProbe:
                 "data.test_domains?); a domain probe cannot name a domain it never saw: hold out "
                 "no domain, or leave domain out of eval=[...]")
 
+    def fit(self, ctx, x: Tensor, y: Tensor, num_classes: int):
+        return select_and_fit(x.to(ctx.device), y.to(ctx.device), num_classes, self.l2_grid,
+                              self.holdout_fraction, ctx.seed, self.max_iter, self.tolerance)
+
+    def measure(self, ctx, x, test_x, target, test_target, n_domains, class_fit, test_y) -> dict:
+        """Domain probe on ``(x, target)`` scored on ``(test_x, test_target)``, and the class
+        probe ``class_fit`` scored on each domain's labelled test images."""
+        probe, l2, scores = self.fit(ctx, x, target, n_domains)
+        class_probe, class_l2, _ = class_fit
+        with torch.no_grad():
+            domain_logits = probe.logits(test_x.to(ctx.device)).cpu()
+            class_pred = class_probe.logits(test_x.to(ctx.device)).argmax(1).cpu()
+        labelled = test_y >= 0
+        class_correct = (class_pred == test_y).float()[labelled]
+        return {
+            "top1": top1(domain_logits, test_target),
+            "per_domain_top1": classification_report(domain_logits, test_target, n_domains)["per_class_top1"],
+            "class_top1": class_correct.mean().item() if len(class_correct) else None,
+            "class_top1_per_domain": per_group_top1(class_correct, test_target[labelled], n_domains),
+            "l2": l2,
+            "holdout_top1": scores,
+            "class_l2": class_l2,
+        }
+
     def __call__(self, ctx) -> dict:
         started = time.perf_counter()
         dm = ctx.datamodule
@@ -90,33 +122,37 @@ class DomainProbe:
         ids = torch.unique(dom)
         target, test_target = (torch.searchsorted(ids, d) for d in (dom, test_dom))
         n_domains = len(ids)
-        probe, l2, scores = select_and_fit(x.to(ctx.device), target.to(ctx.device), n_domains,
-                                           self.l2_grid, self.holdout_fraction, ctx.seed,
-                                           self.max_iter, self.tolerance)
-        class_probe, class_l2, _ = fit_class_probe(ctx, self.l2_grid, self.holdout_fraction,
-                                                   self.max_iter, self.tolerance)
-        with torch.no_grad():
-            domain_logits = probe.logits(test_x.to(ctx.device)).cpu()
-            class_pred = class_probe.logits(test_x.to(ctx.device)).argmax(1).cpu()
-        report = classification_report(domain_logits, test_target, n_domains)
         names = domain_names(dm, ids.tolist())
-        labelled = test_y >= 0
-        class_correct = (class_pred == test_y).float()[labelled]
-        per_domain_class = per_group_top1(class_correct, test_target[labelled], n_domains)
+        spaces = {"encoder": (x, test_x, fit_class_probe(ctx, self.l2_grid, self.holdout_fraction,
+                                                         self.max_iter, self.tolerance))}
+        if self.projector:
+            z, test_z = project(ctx.module, x, ctx.device), project(ctx.module, test_x, ctx.device)
+            labelled = y >= 0
+            spaces["projector"] = (z, test_z, self.fit(ctx, z[labelled], y[labelled], ctx.num_classes))
+        out = {}
+        for space, (feats, test_feats, class_fit) in spaces.items():
+            result = self.measure(ctx, feats, test_feats, target, test_target, n_domains, class_fit, test_y)
+            for key in ("per_domain_top1", "class_top1_per_domain"):
+                result[key] = dict(zip(names, result[key]))
+            out[space] = result
         return {
             "protocol": "fast: L-BFGS logistic regression on frozen standardised features with "
                         "the domain as target, L2 chosen on a held-out part of the training split",
             "domains": names,
             "n_domains": n_domains,
             "chance": 1 / n_domains,
-            "top1": top1(domain_logits, test_target),
-            "per_domain_top1": dict(zip(names, report["per_class_top1"])),
-            "class_top1": class_correct.mean().item() if len(class_correct) else None,
-            "class_top1_per_domain": dict(zip(names, per_domain_class)),
-            "l2": l2,
-            "holdout_top1": scores,
-            "class_l2": class_l2,
+            **out["encoder"],
+            "projector": out.get("projector"),
             "n_train": len(target),
             "n_test": len(test_target),
             "seconds": time.perf_counter() - started,
         }
+
+
+@torch.no_grad()
+def project(module, features: Tensor, device, batch_size: int = 4096) -> Tensor:
+    """The projections ``z`` (what the loss and its target plan act on) of encoder features, as
+    the module computes them in eval mode; float32 on the CPU."""
+    module.eval()
+    return torch.cat([module.online.projector(chunk.to(device)).float().cpu()
+                      for chunk in features.split(batch_size)])

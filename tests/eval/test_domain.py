@@ -22,6 +22,8 @@ from tests.conftest import ROOT, make_pacs
 
 STYLES = ["plain", "invert", "low_contrast"]
 SETTINGS = dict(l2_grid=[1e-4, 1e-2, 1.0], holdout_fraction=0.1, max_iter=100)
+# hand-made features have no projector of their own: the encoder space only
+HAND_MADE = dict(SETTINGS, projector=False)
 
 
 def shifted_data(styles=STYLES) -> Synthetic:
@@ -56,12 +58,12 @@ def context(smoke_parts, tmp_path, dm, domain_scale: float, noisy_domain: int | 
 
 def test_domain_encoded_near_one_and_not_encoded_near_chance(smoke_parts, tmp_path):
     dm = shifted_data()
-    encoded = DomainProbe(**SETTINGS)(context(smoke_parts, tmp_path, dm, domain_scale=2.0))
+    encoded = DomainProbe(**HAND_MADE)(context(smoke_parts, tmp_path, dm, domain_scale=2.0))
     assert encoded["domains"] == STYLES and encoded["n_domains"] == 3
     assert encoded["chance"] == pytest.approx(1 / 3)
     assert encoded["top1"] > 0.97 and min(encoded["per_domain_top1"].values()) > 0.95
     assert encoded["n_train"] == 600 and encoded["n_test"] == 300
-    blind = DomainProbe(**SETTINGS)(context(smoke_parts, tmp_path, dm, domain_scale=0.0))
+    blind = DomainProbe(**HAND_MADE)(context(smoke_parts, tmp_path, dm, domain_scale=0.0))
     assert abs(blind["top1"] - 1 / 3) < 0.1  # 300 test images: sd of the accuracy about 0.03
     # both encode the class: the class probe is good either way
     assert encoded["class_top1"] > 0.9 and blind["class_top1"] > 0.9
@@ -71,7 +73,8 @@ def test_breakdowns_match_a_plain_reference_and_linear_is_shared(smoke_parts, tm
     dm = shifted_data()
     ctx = context(smoke_parts, tmp_path, dm, domain_scale=0.5, noisy_domain=2)
     linear = LinearProbe(**SETTINGS)(ctx)
-    out = DomainProbe(**SETTINGS)(ctx)
+    out = DomainProbe(**HAND_MADE)(ctx)
+    assert out["projector"] is None
     assert len(ctx._memo) == 1  # one class probe for both evaluators
     assert out["class_top1"] == pytest.approx(linear["top1"])
 
@@ -93,6 +96,26 @@ def test_breakdowns_match_a_plain_reference_and_linear_is_shared(smoke_parts, tm
     # the noisy domain's classes are the hard ones
     per_domain = out["class_top1_per_domain"]
     assert per_domain["low_contrast"] < min(per_domain["plain"], per_domain["invert"]) - 0.1
+
+
+def test_projector_space_matches_a_plain_reference(smoke_parts, tmp_path):
+    _, module, _ = smoke_parts
+    dm = shifted_data(["plain", "invert"])
+    ctx = EvalContext(module=module, datamodule=dm, run_dir=tmp_path, seed=0)
+    out = DomainProbe(**SETTINGS)(ctx)
+    (x, y), (tx, ty) = ctx.features("probe"), ctx.features("test")
+    d, td = ctx.field("probe", "domain"), ctx.field("test", "domain")
+    with torch.no_grad():
+        z, tz = module.online.projector(x), module.online.projector(tx)
+    assert not torch.allclose(z, x)
+    domain_probe, l2, _ = select_and_fit(z, d, 2, SETTINGS["l2_grid"], 0.1, 0, 100)
+    class_probe, _, _ = select_and_fit(z, y, 4, SETTINGS["l2_grid"], 0.1, 0, 100)
+    proj = out["projector"]
+    assert proj["l2"] == l2
+    assert proj["top1"] == pytest.approx((domain_probe.logits(tz).argmax(1) == td).float().mean().item(), abs=1e-6)
+    right = class_probe.logits(tz).argmax(1) == ty
+    for k, name in enumerate(["plain", "invert"]):
+        assert proj["class_top1_per_domain"][name] == pytest.approx(right[td == k].float().mean().item(), abs=1e-6)
 
 
 def test_domain_field_is_in_feature_order(smoke_parts, tmp_path):
