@@ -36,17 +36,34 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def evaluators() -> list[str]:
-    """Every offline evaluator config: ``configs/eval/NAME.yaml`` with a ``_target_``."""
-    return [name for name in choices("eval")
-            if any(line.startswith("_target_:") for line in
-                   (config_dir() / "eval" / f"{name}.yaml").read_text().splitlines())]
+def evaluators(any_data: bool = False) -> list[str]:
+    """Every offline evaluator config: ``configs/eval/NAME.yaml`` with a ``_target_``.
+    ``any_data``: only those that run on any labelled data, not those whose class names the
+    per-sample fields it needs in ``data_fields`` (``domain``): they run when chosen by name."""
+    names = [name for name in choices("eval")
+             if any(line.startswith("_target_:") for line in
+                    (config_dir() / "eval" / f"{name}.yaml").read_text().splitlines())]
+    if any_data:
+        names = [name for name in names if not _needs_data_fields(name)]
+    return names
+
+
+def _needs_data_fields(name: str) -> bool:
+    from hydra._internal.utils import _locate  # what instantiate uses; get_object logs an error
+    from omegaconf import OmegaConf
+
+    try:
+        target = _locate(OmegaConf.load(config_dir() / "eval" / f"{name}.yaml")._target_)
+    except Exception:  # noqa: BLE001 - a broken target is refused, in one line, when it is built
+        return False
+    return bool(getattr(target, "data_fields", ()))
 
 
 def expand_eval_all(argv: list[str]) -> list[str]:
-    """``eval=all`` -> ``eval=[every evaluator in configs/eval/]``, so a new evaluator config
-    joins ``all`` without an edit."""
-    return [f"eval=[{','.join(evaluators())}]" if a in ("eval=all", "eval=[all]") else a for a in argv]
+    """``eval=all`` -> ``eval=[every evaluator in configs/eval/ that runs on any data]``, so a
+    new evaluator config joins ``all`` without an edit."""
+    return [f"eval=[{','.join(evaluators(any_data=True))}]" if a in ("eval=all", "eval=[all]") else a
+            for a in argv]
 
 
 def null_groups(argv: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslkit.build import build_datamodule, build_module, build_trainer, instantiate
 from sslkit.checkpoint import check_same_model, resume_checkpoint
 from sslkit.data.fields import check_head_inputs
-from sslkit.eval.runner import build_evaluators, eval_device, final_evaluation
+from sslkit.eval.runner import build_evaluators, check_inputs, eval_device, final_evaluation
 from sslkit.precision import choose as choose_precision
 from sslkit.preemption import Preemption
 from sslkit.preflight import check_sizes, planned_world_size
@@ -66,6 +66,7 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
     setup_prior(prior, dm, module.head)
     check_head_inputs(module.head, dm)
     evaluators = build_evaluators(cfg)  # a bad evaluator config fails here, before training
+    check_inputs(evaluators, dm)  # e.g. eval=[domain] on data without domains
     eval_device(cfg.get("eval_device"))
     if resume is not None:
         check_same_model(ckpt, resume[1]["state_dict"], module)

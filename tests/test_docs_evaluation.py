@@ -39,3 +39,4 @@ def test_doc_commands_run_at_smoke_scale(tmp_path):
         assert proc.returncode == 0, f"{shlex.join(cmd)}\n{proc.stderr[-3000:]}"
     assert (tmp_path / "runs" / "eval_demo" / "eval" / "linear_sgd.json").exists()
     assert (tmp_path / "runs" / "eval_longtail" / "eval" / "longtail.json").exists()
+    assert (tmp_path / "runs" / "eval_domain" / "eval" / "domain.json").exists()

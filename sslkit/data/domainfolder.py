@@ -27,6 +27,7 @@ class DomainFolder(ImageFolder):
             raise DataError(f"domain folder tree not found: {self.root} (expected "
                             f"{self.root}/<domain>/<class>/<image>)")
         found = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        self.domain_names = found  # domain id -> folder name
         chosen = self.domains or found
         unknown = sorted(set(chosen + self.test_domains) - set(found))
         if unknown:

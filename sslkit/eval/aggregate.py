@@ -6,11 +6,11 @@ import json
 import math
 from collections.abc import Mapping
 
+from sslkit.checkpoint import MEANING_KEYS
+
 # what makes two runs the same experiment (their seeds aside): sslkit.checkpoint.MEANING_KEYS plus the
 # schedule length
-IDENTITY_KEYS = ("loss", "encoder", "augment", "model", "optim", "data._target_", "data.batch_size",
-                 "data.imbalance_ratio", "data.imbalance_profile", "data.train_split",
-                 "trainer.max_epochs")
+IDENTITY_KEYS = tuple(k for k in MEANING_KEYS if k != "seed") + ("trainer.max_epochs",)
 
 
 def mean_ci95(values: list[float]) -> dict[str, float]:

@@ -7,6 +7,7 @@ An evaluator is any callable ``evaluator(ctx: EvalContext) -> dict`` built by Hy
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,13 +15,15 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from sslkit.errors import ConfigError
 from sslkit.eval.features import extract
 
 
 @dataclass
 class EvalContext:
     """The trained module (eval mode, on its training device), its data module, where results
-    go, and a cache of frozen encoder features per split."""
+    go, a cache of frozen encoder features per split, and a cache of what evaluators compute
+    from them and may share (``memo``)."""
 
     module: Any  # sslkit.module.ContrastiveModule
     datamodule: Any  # sslkit.data.base.ImageDataModule
@@ -29,6 +32,7 @@ class EvalContext:
     # features extracted under autocast to this dtype (None: float32); see feature_dtype
     autocast: torch.dtype | None = None
     _cache: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -38,11 +42,14 @@ class EvalContext:
     def num_classes(self) -> int:
         return self.datamodule.num_classes
 
+    def split_name(self, split: str) -> str:
+        return {"probe": self.datamodule.probe_split, "test": self.datamodule.test_split}.get(split, split)
+
     def features(self, split: str) -> tuple[Tensor, Tensor]:
         """Un-augmented encoder features ``[N, F]`` (float32, CPU) and labels ``[N]`` of a split
         (``"probe"`` and ``"test"`` name the data module's probe and test splits), extracted on
         the module's device the first time and cached."""
-        name = {"probe": self.datamodule.probe_split, "test": self.datamodule.test_split}.get(split, split)
+        name = self.split_name(split)
         if name not in self._cache:
             self.module.eval()
             loader = self.datamodule.eval_dataloader(name)
@@ -55,6 +62,28 @@ class EvalContext:
         x, y = self.features(split)
         keep = y >= 0
         return x[keep], y[keep]
+
+    def field(self, split: str, name: str) -> Tensor:
+        """A per-sample field of a split (``"domain"``, ...; see :mod:`sslkit.data.fields`) in
+        the order of ``features(split)``, read from the split itself: no pass over the images.
+        The feature loader is unshuffled and keeps every sample, so its order is the split's."""
+        split_name = self.split_name(split)
+        values = getattr(self.datamodule.split(split_name), "fields", {}).get(name)
+        if values is None:
+            raise ConfigError(f"data {self.datamodule.name} gives its {split_name} split no `{name}` "
+                              "field; see docs/evaluation.md for the evaluators that need one")
+        n = len(self.features(split)[0])
+        if len(values) != n:
+            raise ConfigError(f"the `{name}` field of the {split_name} split has {len(values)} rows "
+                              f"for {n} samples")
+        return values
+
+    def memo(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per ``key`` for every evaluator of this context (a probe two
+        evaluators fit with the same settings on the same features, for example)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
 
 def feature_dtype(eval_precision: str | None, run_precision: str | None) -> torch.dtype | None:

@@ -130,6 +130,21 @@ def classification_report(logits: Tensor, y: Tensor, num_classes: int) -> dict:
     return out
 
 
+def fit_class_probe(ctx, l2_grid: Sequence[float], holdout_fraction: float, max_iter: int,
+                    tolerance: float) -> tuple[Logistic, float, dict[str, float]]:
+    """``select_and_fit`` on the labelled probe-split features of ``ctx``, shared through
+    ``ctx.memo`` by every evaluator that asks with the same settings."""
+    key = ("class_probe", tuple(sorted(float(v) for v in l2_grid)), float(holdout_fraction),
+           ctx.seed, int(max_iter), float(tolerance))
+
+    def make():
+        x, y = ctx.labelled("probe")
+        return select_and_fit(x.to(ctx.device), y.to(ctx.device), ctx.num_classes, l2_grid,
+                              holdout_fraction, ctx.seed, max_iter, tolerance)
+
+    return ctx.memo(key, make)
+
+
 class LinearProbe:
     """Offline evaluator ``linear`` (fast protocol); see the module docstring."""
 
@@ -143,9 +158,9 @@ class LinearProbe:
         self.max_iter, self.tolerance = max_iter, tolerance
 
     def fit(self, ctx) -> tuple[Logistic, float, dict[str, float]]:
-        x, y = ctx.labelled("probe")
-        return select_and_fit(x.to(ctx.device), y.to(ctx.device), ctx.num_classes, self.l2_grid,
-                              self.holdout_fraction, ctx.seed, self.max_iter, self.tolerance)
+        """The class probe of the probe split, fitted once per context and settings: another
+        evaluator with the same settings (``domain``) gets the same fit."""
+        return fit_class_probe(ctx, self.l2_grid, self.holdout_fraction, self.max_iter, self.tolerance)
 
     def __call__(self, ctx) -> dict:
         started = time.perf_counter()

@@ -45,6 +45,15 @@ def build_evaluators(cfg: DictConfig) -> dict:
             if isinstance(sub, Mapping) and "_target_" in sub}
 
 
+def check_inputs(evaluators: dict, datamodule) -> None:
+    """Let every evaluator that needs something of the data (``check(datamodule)``, e.g. the
+    domain of each image) refuse it in one line, before any work."""
+    for evaluator in evaluators.values():
+        check = getattr(evaluator, "check", None)
+        if callable(check):
+            check(datamodule)
+
+
 def jsonable(value):
     if isinstance(value, torch.Tensor):
         return jsonable(value.tolist())
@@ -146,6 +155,7 @@ def evaluate_module(cfg: DictConfig, module, datamodule, run_dir: Path, seed: in
     evaluators = build_evaluators(cfg) if evaluators is None else evaluators
     if not evaluators:
         return {}
+    check_inputs(evaluators, datamodule)
     device = eval_device(cfg.get("eval_device"))
     module.to(device).eval()
     ctx = EvalContext(module=module, datamodule=datamodule, run_dir=Path(run_dir), seed=seed,

@@ -26,10 +26,13 @@ SMOKE = {
                "eval.robust.aff.train_size=16", "eval.robust.slf.epochs=2"],
 }
 
+# data an evaluator needs beyond the smoke data's (its own data module, same module)
+DATA = {"domain": ["data.domain_shift=[plain,invert]"]}
+
 
 def test_evaluators_found():
     assert {"linear", "knn", "metrics", "robust", "plots"} <= set(EVALUATORS)
-    assert set(SMOKE) <= set(EVALUATORS)
+    assert set(SMOKE) | set(DATA) <= set(EVALUATORS)
 
 
 @pytest.mark.parametrize("name", EVALUATORS)
@@ -45,6 +48,13 @@ def test_evaluator_contract(name, smoke_parts, tmp_path):
     assert keys, (f"{type(evaluator).__name__} declares no result_keys: give it the top-level keys "
                   "every result has (e.g. result_keys = ('top1', 'seconds'))")
     _, module, dm = smoke_parts
+    if name in DATA:
+        from sslkit.build import build_datamodule
+
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            dm = build_datamodule(compose("train", overrides=["experiment=smoke", *DATA[name]]))
+        dm.setup("validate")
     ctx = EvalContext(module=module, datamodule=dm, run_dir=tmp_path, seed=0)
     result = run_evaluators({name: evaluator}, ctx)[name]
     assert isinstance(result, dict)
