@@ -6,8 +6,10 @@
     python scripts/sweep_report.py SWEEP_A SWEEP_B --where loss=dunif --out DIR
 
 Reads every run's ``summary.json`` and ``.hydra/overrides.yaml`` under each SWEEP_DIR (several
-sweeps pool into one table; ``--where KEY=VALUE`` keeps only the runs with that override, an
-absent key reading as ``-``). The swept keys are the overrides whose value differs between runs;
+sweeps pool into one table: a key one sweep overrides and another does not is read from the
+other's ``.hydra/config.yaml``; ``--where KEY=V1,V2`` keeps only the runs with one of those
+values, an absent key reading as ``-``). The swept keys are the overrides whose value differs
+between runs (``sweep``, the sweep file's name, aside);
 runs are grouped by the swept keys except ``seed`` (``--seed-key``), so each row pools the seeds
 of one setting. ``--compare KEY=VALUE`` adds, for every metric, each row's difference from the
 row that has KEY=VALUE and the same other keys, with a 95% Welch t-interval (seeds unpaired).
@@ -71,20 +73,41 @@ def natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
-def find_runs(sweep_dir: Path, where: dict[str, str] | None = None) -> list[Run]:
-    """The runs under ``sweep_dir`` whose overrides match ``where`` (absent keys read ``-``)."""
+def find_runs(sweep_dir: Path) -> list[Run]:
     runs = []
     for ov in sorted(sweep_dir.glob("**/.hydra/overrides.yaml"), key=natural_key):
         run_dir = ov.parent.parent
         if ".submitit" in run_dir.parts:
             continue
         overrides = parse_overrides(yaml.safe_load(ov.read_text()) or [])
-        if any(overrides.get(k, "-") != v for k, v in (where or {}).items()):
-            continue
         summary_file = run_dir / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
         runs.append(Run(run_dir, overrides, summary))
     return runs
+
+
+def fill_from_configs(runs: list[Run]) -> None:
+    """A key some runs override and others do not (pooled sweeps: batch 64 and 1024 in one, the
+    experiment's 256 in another) takes each other run's value from its ``.hydra/config.yaml``
+    when that is a plain value there, so the rows say 256 instead of ``-``."""
+    keys = {k for r in runs for k in r.overrides}
+    for r in runs:
+        missing = [k for k in keys if k not in r.overrides]
+        config_file = r.path / ".hydra" / "config.yaml"
+        if not missing or not config_file.exists():
+            continue
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(config_file)
+        for k in missing:
+            value = OmegaConf.select(cfg, k, default=None)
+            if isinstance(value, (bool, int, float, str)):
+                r.overrides[k] = str(value)
+
+
+def matches(run: Run, where: dict[str, str]) -> bool:
+    """``where``: key -> comma-separated accepted values (a key the run lacks reads ``-``)."""
+    return all(run.overrides.get(k, "-") in v.split(",") for k, v in where.items())
 
 
 def as_number(value: str) -> float | None:
@@ -96,10 +119,11 @@ def as_number(value: str) -> float | None:
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
-    """Keys whose value differs between runs, in the order they first appear."""
+    """Keys whose value differs between runs, in the order they first appear (``sweep``, the
+    name of the sweep file, is not a setting)."""
     keys: list[str] = []
     for r in runs:
-        keys += [k for k in r.overrides if k not in keys]
+        keys += [k for k in r.overrides if k not in keys and k != "sweep"]
     return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
 
 
@@ -172,7 +196,9 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str], seed_key: str
                  where: dict[str, str] | None = None, compare: tuple[str, str] | None = None) -> dict:
     """Everything the table, CSV and plot show; also what tests check."""
     dirs = [sweep_dir] if isinstance(sweep_dir, Path) else list(sweep_dir)
-    runs = [r for d in dirs for r in find_runs(d, where)]
+    runs = [r for d in dirs for r in find_runs(d)]
+    fill_from_configs(runs)
+    runs = [r for r in runs if matches(r, where or {})]
     done = [r for r in runs if r.summary is not None]
     swept = swept_keys(runs)
     group_keys = [k for k in swept if k != seed_key]
@@ -426,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot-metric", default="linear_probe_top1")
     parser.add_argument("--seed-key", default="seed", help="override pooled over (default: seed)")
     parser.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="only runs with these overrides (e.g. loss=dunif; a key a run lacks reads -)")
+                        help="only runs with these overrides (loss=dunif, loss=infonce,cacr for either; a "
+                             "key a run lacks reads -)")
     parser.add_argument("--compare", metavar="KEY=VALUE",
                         help="difference of every row from the row with KEY=VALUE (the other keys "
                              "equal), with a 95%% Welch t-interval, e.g. loss=infonce")

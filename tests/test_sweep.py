@@ -173,6 +173,19 @@ def test_report_pools_sweeps_and_filters(tmp_path):
     assert report_mod.main([str(tmp_path / "main"), "--compare", "loss"]) == 2
 
 
+def test_report_reads_a_key_one_sweep_does_not_override_from_the_run_config(tmp_path):
+    report_mod = load_report_module()
+    write_runs(tmp_path / "main", [(["+sweep=main", "loss=infonce", "seed=0"], 0.80),
+                                   (["+sweep=main", "loss=au", "seed=0"], 0.70)])
+    for run in (tmp_path / "main").iterdir():
+        (run / ".hydra" / "config.yaml").write_text("data:\n  batch_size: 256\nloss:\n  temperature: 0.5\n")
+    write_runs(tmp_path / "batch", [(["+sweep=batch", "loss=infonce", "data.batch_size=64", "seed=0"], 0.75)])
+    rep = report_mod.build_report([tmp_path / "main", tmp_path / "batch"], ["linear_probe_top1"],
+                                  where={"loss": "infonce,cacr"})
+    assert rep["keys"] == ["data.batch_size"]  # the sweep file's name is not a setting
+    assert [(r["data.batch_size"], r["n"]) for r in rep["rows"]] == [("64", 1), ("256", 1)]
+
+
 @pytest.mark.slow
 def test_tiny_multirun_and_report(tmp_path):
     """A real `python train.py -m` over 2 temperatures x 2 seeds, then sweep_report on it."""
