@@ -243,6 +243,33 @@ def fmt(mean: float, ci: float, metric: str) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(ci) else f" ± {ci:.{digits}f}")
 
 
+def cell_texts(report: dict, row: dict) -> list[str]:
+    """A row's cells: its keys, n, seeds, each metric's mean ± interval, then each metric's
+    difference from the --compare row (``-`` on that row itself)."""
+    keys, metrics, compare = report["keys"], report["metrics"], report.get("compare")
+    cells = [short(row[k]) for k in keys] + [str(row["n"]), row["seeds"]]
+    cells += [fmt(row[f"{m}_mean"], row[f"{m}_ci95"], m) for m in metrics]
+    if compare:
+        for m in metrics:
+            diff, ci = row[f"{m}_diff"], row[f"{m}_diff_ci95"]
+            cells.append("-" if math.isnan(diff) or row[compare[0]] == compare[1]
+                         else ("+" if diff >= 0 else "") + fmt(diff, ci, m))
+    return cells
+
+
+def header_texts(report: dict) -> list[str]:
+    compare = report.get("compare")
+    return (report["keys"] + ["n", report["seed_key"] + "s"] + report["metrics"]
+            + ([f"Δ {m} vs {compare[0]}={compare[1]}" for m in report["metrics"]] if compare else []))
+
+
+def markdown_table(report: dict) -> str:
+    """The table as GitHub markdown (what docs/results.md shows)."""
+    lines = ["| " + " | ".join(header_texts(report)) + " |", "|" + "---|" * len(header_texts(report))]
+    lines += ["| " + " | ".join(cell_texts(report, row)) + " |" for row in report["rows"]]
+    return "\n".join(lines)
+
+
 def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -255,32 +282,20 @@ def print_table(report: dict) -> None:
                 + ("; only " + " ".join(f"{k}={v}" for k, v in report["where"].items()) if report.get("where") else "")
                 + ("; Δ: difference of means, 95% Welch t-interval" if report.get("compare") else ""),
     )
-    for k in keys:
-        table.add_column(k, style="cyan")
-    table.add_column("n", justify="right")
-    table.add_column(report["seed_key"] + "s")
-    for m in metrics:
-        table.add_column(m, justify="right")
-    compare = report.get("compare")
-    if compare:
-        for m in metrics:
-            table.add_column(f"Δ {m} vs {compare[0]}={compare[1]}", justify="right")
+    for i, name in enumerate(header_texts(report)):
+        table.add_column(name, style="cyan" if i < len(keys) else None,
+                         justify="left" if i < len(keys) + 2 and name != "n" else "right")
     best = None
     key_metric = metrics[0] if metrics else None
     if key_metric and report["rows"]:
         means = [r[f"{key_metric}_mean"] for r in report["rows"]]
         finite = [m for m in means if not math.isnan(m)]
         best = max(finite) if finite and not key_metric.endswith("seconds") else None
+    first_metric = len(keys) + 2
     for row in report["rows"]:
-        cells = [short(row[k]) for k in keys] + [str(row["n"]), row["seeds"]]
-        for m in metrics:
-            text = fmt(row[f"{m}_mean"], row[f"{m}_ci95"], m)
-            cells.append(f"[bold green]{text}[/]" if m == key_metric and row[f"{m}_mean"] == best else text)
-        if compare:
-            for m in metrics:
-                diff, ci = row[f"{m}_diff"], row[f"{m}_diff_ci95"]
-                cells.append("-" if math.isnan(diff) or row[compare[0]] == compare[1]
-                             else ("+" if diff >= 0 else "") + fmt(diff, ci, m))
+        cells = cell_texts(report, row)
+        if key_metric and row[f"{key_metric}_mean"] == best:
+            cells[first_metric] = f"[bold green]{cells[first_metric]}[/]"
         table.add_row(*cells)
     console = Console(width=max(100, 24 * (len(metrics) + len(keys))))
     console.print(table)
@@ -458,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="difference of every row from the row with KEY=VALUE (the other keys "
                              "equal), with a 95%% Welch t-interval, e.g. loss=infonce")
     parser.add_argument("--out", type=Path, help="where report.csv/png go (default: the first sweep dir)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     for d in args.sweep_dir:
@@ -482,7 +498,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = args.out or args.sweep_dir[0]
     out.mkdir(parents=True, exist_ok=True)
-    print_table(report)
+    if args.markdown:
+        print(markdown_table(report))
+    else:
+        print_table(report)
     write_csv(report, out / "report.csv")
     print(f"wrote {out / 'report.csv'}")
     if not args.no_plot:

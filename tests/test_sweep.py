@@ -171,6 +171,10 @@ def test_report_pools_sweeps_and_filters(tmp_path):
         rows = list(csv.DictReader(fh))
     assert float(rows[1]["linear_probe_top1_diff"]) == pytest.approx(0.20)
     assert report_mod.main([str(tmp_path / "main"), "--compare", "loss"]) == 2
+    markdown = report_mod.markdown_table(rep).splitlines()
+    assert markdown[0] == "| prior | n | seeds | linear_probe_top1 | Δ linear_probe_top1 vs prior=- |"
+    # 0.91 ± t(0.975, 1) 0.01414 / sqrt 2; Welch: se 0.01414 with 2 degrees of freedom, t 4.3027
+    assert markdown[3] == "| labels | 2 | 0 1 | 0.9100 ± 0.1271 | +0.2000 ± 0.0608 |"
 
 
 def test_report_reads_a_key_one_sweep_does_not_override_from_the_run_config(tmp_path):
