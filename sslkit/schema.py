@@ -39,6 +39,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "trainer.accumulate_grad_batches": (1, None, True),
     "data.batch_size": (1, None, True),
     "data.eval_batch_size": (1, None, True),
+    "data.val_size": (1, None, True),
     "data.num_workers": (0, None, True),
     "data.imbalance_ratio": (1, None, True),
     "data.in_chans": (1, None, True),
@@ -237,7 +238,8 @@ def _check_range(key: str, value, hint=None) -> None:
                 high is None or (value <= high if inclusive else value < high))
             if not ok:
                 kind = "an int" if hint is int or typing.get_args(hint) == (int, type(None)) else "a number"
-                raise ConfigError(f"{key}={value!r}: expected {kind}{_range_text(key)}")
+                nullable = " or null" if type(None) in typing.get_args(hint) else ""
+                raise ConfigError(f"{key}={value!r}: expected {kind}{_range_text(key)}{nullable}")
             return
 
 

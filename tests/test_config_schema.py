@@ -34,6 +34,7 @@ def test_every_shipped_option_passes_its_schema(option, tmp_path):
     ("trainer.max_epochs=ten", "trainer.max_epochs='ten': expected an int >= 1"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0: expected an int >= 1"),
     ("data.batch_size=0", "data.batch_size=0: expected an int >= 1"),
+    ("data.val_size=0", "data.val_size=0: expected an int >= 1 or null"),
     ("augment.flip_p=1.5", "augment.flip_p=1.5: expected a number in [0, 1]"),
     ("optim.optimizer.lr=-1", "optim.optimizer.lr=-1: expected a number > 0"),
     ("loss.temperature=0", "loss.temperature=0: expected a number > 0"),

@@ -2,6 +2,7 @@
 
 import gzip
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -192,3 +193,101 @@ def test_resume_position_recorded_only_for_an_unfinished_epoch():
     sampler.set_epoch(1)
     assert len(list(sampler)) == 5  # 3 of 8 batches skipped once
     assert len(list(sampler)) == 8  # and only once
+
+
+# -- data.val_size: what the online monitors score on ------------------------------------------
+def _rank_trainer(rank: int, world: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(global_rank=rank, world_size=world)
+
+
+def _loader_images(loader) -> torch.Tensor:
+    return torch.cat([b["image"] for b in loader])
+
+
+def test_val_size_is_a_seeded_subset_of_the_test_split():
+    dm = Synthetic(num_test=100, val_size=30, eval_batch_size=8, seed=3)
+    test, val = dm.split("test"), dm.split("validation")
+    assert len(val) == 30 and len(set(val.origin.tolist())) == 30
+    assert torch.equal(val.images, test.images[val.origin])
+    assert torch.equal(val.labels, test.labels[val.origin])
+    # reproducible from the data seed; another seed draws another subset
+    assert torch.equal(Synthetic(num_test=100, val_size=30, seed=3).split("validation").origin, val.origin)
+    assert not torch.equal(Synthetic(num_test=100, val_size=30, seed=4).split("validation").origin, val.origin)
+    # the validation loader serves exactly the subset, the same images every epoch
+    loader = dm.val_dataloader()
+    first = _loader_images(loader)
+    assert torch.equal(first, val.images)
+    loader.batch_sampler.set_epoch(5)
+    assert torch.equal(_loader_images(loader), first)
+    # offline evaluation keeps the whole test split
+    assert torch.equal(_loader_images(dm.eval_dataloader(dm.test_split)), test.images)
+
+
+def test_val_size_larger_than_the_split_or_null_is_the_whole_split():
+    for size in (None, 100, 10_000):
+        dm = Synthetic(num_test=100, val_size=size)
+        assert dm.split("validation") is dm.split("test")
+        assert torch.equal(_loader_images(dm.val_dataloader()), dm.split("test").images)
+    with pytest.raises(ConfigError, match=r"data.val_size=0: .*>= 1.*or null"):
+        Synthetic(val_size=0)
+
+
+def test_val_size_on_a_per_item_dataset(tmp_path):
+    make_image_folder(tmp_path)  # 9 test images
+    dm = ImageFolder(root=str(tmp_path), image_size=16, load_size=16, val_size=4, eval_batch_size=3)
+    test, val = dm.split("test"), dm.split("validation")
+    assert len(val) == 4 and torch.equal(val.labels, test.labels[val.origin])
+    images = _loader_images(dm.val_dataloader())
+    assert torch.equal(images, torch.stack([test[int(i)]["image"] for i in val.origin]))
+
+
+def test_ddp_validation_shards_partition_the_subset():
+    # what each of 2 ranks' validation loaders serves (the real sampler, the rank from the trainer):
+    # together the subset, each image once, whatever the uneven last batch
+    seen = []
+    for rank in range(2):
+        dm = Synthetic(num_test=100, val_size=29, eval_batch_size=4, seed=1)
+        dm.trainer = _rank_trainer(rank, 2)
+        seen.append(torch.cat([b["index"] for b in dm.val_dataloader()]))
+        origin = dm.split("validation").origin
+    assert len(seen[0]) + len(seen[1]) == 29
+    assert sorted(origin[torch.cat(seen)].tolist()) == origin.tolist()
+
+
+class ValImages(L.Callback):
+    """Saves, per validation epoch after the sanity check, the images the monitors scored."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.epochs = path, []
+
+    def on_validation_epoch_start(self, trainer, module) -> None:
+        self.epochs.append([])
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self.epochs[-1].append(batch["image"])
+
+    def on_fit_end(self, trainer, module) -> None:
+        torch.save([torch.cat(e) for e in self.epochs if e], self.path)
+
+
+def test_smoke_run_with_val_size(tmp_path):
+    import json
+
+    import sslkit
+
+    seen = tmp_path / "val.pt"
+    run = tmp_path / "run"
+    sslkit.train(overrides=["experiment=smoke", "threads=1", "data.val_size=16", "data.eval_batch_size=8",
+                            "+monitor.val_images._target_=tests.test_data.ValImages",
+                            f"+monitor.val_images.path={seen}"], run_dir=run)
+    epochs = torch.load(seen, weights_only=True)
+    assert len(epochs) == 2 and all(torch.equal(e, epochs[0]) for e in epochs) and len(epochs[0]) == 16
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("val/online_probe_top1")
+    tops = [float(r.split(",")[column]) for r in rows if r.split(",")[column]]
+    assert len(tops) == 2 and all((t * 16).is_integer() for t in tops)
+    # the final (offline) evaluation scores the whole test split
+    assert json.loads((run / "eval" / "linear.json").read_text())["n_test"] == 256

@@ -107,6 +107,7 @@ class ImageDataModule(L.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         domain_shift: Sequence[str] | None = None,
+        val_size: int | None = None,
     ) -> None:
         super().__init__()
         # the data config is the one place other groups read these from (``${data.in_chans}``):
@@ -134,6 +135,10 @@ class ImageDataModule(L.LightningDataModule):
                 f"the ratio must be >= 1 (1 = balanced) and the profile one of {', '.join(PROFILES)}"
             )
         self.imbalance_profile = imbalance_profile
+        if val_size is not None and val_size < 1:
+            raise ConfigError(f"data.val_size={val_size}: give the number of test images the online "
+                              "monitors score on (>= 1), or null for the whole test split")
+        self.val_size = val_size
         self.splits: dict[str, Dataset] = {}
 
     # -- subclasses -------------------------------------------------------------------------
@@ -142,13 +147,21 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- splits -----------------------------------------------------------------------------
     def split(self, split: str) -> Dataset:
-        """A split as stored (cached); ``"pretrain"`` is the (long-tailed) pretraining set."""
+        """A split as stored (cached); ``"pretrain"`` is the (long-tailed) pretraining set,
+        ``"validation"`` what the online monitors score on: the test split, or a seeded random
+        subset of ``val_size`` of its images (the same every epoch and on every rank)."""
         if split not in self.splits:
             if split == "pretrain":
                 data = self.split(self.train_split)
                 if self.imbalance_ratio != 1:
                     keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed,
                                             self.imbalance_profile)
+                    data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
+            elif split == "validation":
+                data = self.split(self.test_split)
+                if self.val_size is not None and self.val_size < len(data):
+                    gen = torch.Generator().manual_seed(self.seed)
+                    keep = torch.randperm(len(data), generator=gen)[: self.val_size].sort().values
                     data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
             else:
                 data = promote_fields(self.load_split(split))
@@ -225,7 +238,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._rank()
-        return self.loader(self.split(self.test_split), self.eval_batch_size, False, False, rank, world)
+        return self.loader(self.split("validation"), self.eval_batch_size, False, False, rank, world)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Unshuffled loader over a whole split on this process (feature extraction)."""
