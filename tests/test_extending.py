@@ -45,7 +45,8 @@ def test_dataset_contract(name, tmp_path):
     """From its config and tiny files in its format: uint8 images of the configured channels,
     labels in range, batches as dicts of image/label/index, config and module agreeing."""
     cfg, _, _ = sslkit.compose(["experiment=smoke", f"data={name}", "data.batch_size=4",
-                                "data.num_workers=0", *SIZE.get(name, [])], run_dir=tmp_path / "run")
+                                "data.num_workers=0", "data.val_size=2", *SIZE.get(name, [])],
+                               run_dir=tmp_path / "run")
     kind = cfg.data._target_.rsplit(".", 1)[1]
     assert kind in STAND_INS, (f"add a writer of tiny {kind} files in its real format to STAND_INS "
                                "in tests/conftest.py")
@@ -63,3 +64,8 @@ def test_dataset_contract(name, tmp_path):
     assert set(batch) >= {"image", "label", "index"} and batch["image"].dtype == torch.uint8
     assert batch["image"].shape[:2] == (4, dm.in_chans)
     assert batch["image"].shape[-1] >= dm.image_size  # crops to image_size come later, batched
+    # the online monitors' validation set: data.val_size of the test images (a seeded subset)
+    val = dm.split("validation")
+    assert len(val) == 2 and set(val.origin.tolist()) <= set(range(len(dm.split(dm.test_split))))
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape[:2] == (2, dm.in_chans) and torch.equal(batch["label"], val.labels)
