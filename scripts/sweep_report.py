@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 DEFAULT_METRICS = ("linear_probe_top1", "knn_top1", "online_probe_top1", "wall_seconds")
 
 
@@ -80,10 +82,25 @@ def find_runs(sweep_dir: Path) -> list[Run]:
         if ".submitit" in run_dir.parts:
             continue
         overrides = parse_overrides(yaml.safe_load(ov.read_text()) or [])
-        summary_file = run_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-        runs.append(Run(run_dir, overrides, summary))
+        runs.append(Run(run_dir, overrides, load_summary(run_dir)))
     return runs
+
+
+def load_summary(run_dir: Path) -> dict | None:
+    """``summary.json``, plus the numbers of evaluations run later on the run's checkpoint
+    (``scripts/evaluate.py`` writes ``eval/NAME.json``) as ``eval/NAME/KEY`` where the summary
+    has no such key; None when the run has no summary (failed or unfinished)."""
+    summary_file = run_dir / "summary.json"
+    if not summary_file.exists():
+        return None
+    summary = json.loads(summary_file.read_text())
+    later = {f.stem: json.loads(f.read_text()) for f in sorted((run_dir / "eval").glob("*.json"))}
+    if later:
+        from sslkit.eval.runner import summary_entries
+
+        for key, value in summary_entries(later).items():
+            summary.setdefault(key, value)
+    return summary
 
 
 def fill_from_configs(runs: list[Run]) -> None:
@@ -457,6 +474,36 @@ def plot_search(ax, rows: list[dict], keys: list[str], metric: str) -> None:
     ax.legend(fontsize=8, loc="best")
 
 
+def plot_scatter(report: dict, x_metric: str, y_metric: str, path: Path) -> None:
+    """Every row as a point (``x_metric``, ``y_metric``) with its 95% intervals as error bars in
+    both directions and its setting as the label: e.g. alignment against uniformity per head."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.0, 5.2), dpi=150)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(report["rows"]):
+        x, y = row[f"{x_metric}_mean"], row[f"{y_metric}_mean"]
+        if math.isnan(x) or math.isnan(y):
+            continue
+        xe, ye = (0.0 if math.isnan(row[f"{m}_ci95"]) else row[f"{m}_ci95"] for m in (x_metric, y_metric))
+        color = colors[i % len(colors)]
+        ax.errorbar([x], [y], xerr=[xe], yerr=[ye], color=color, marker="o", markersize=5, capsize=3,
+                    elinewidth=1.0)
+        label = ", ".join(short(row[k]) for k in report["keys"]) or "all runs"
+        ax.annotate(label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, color=color)
+    ax.set_xlabel(x_metric)
+    ax.set_ylabel(y_metric)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{y_metric} against {x_metric}, mean and 95% t-interval over seeds\n"
+                 f"{' + '.join(Path(d).name for d in report['sweep_dirs'])}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, nargs="+",
@@ -474,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                              "equal), with a 95%% Welch t-interval, e.g. loss=infonce")
     parser.add_argument("--out", type=Path, help="where report.csv/png go (default: the first sweep dir)")
     parser.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
+    parser.add_argument("--scatter", nargs=2, metavar=("X", "Y"),
+                        help="also plot every row at (X, Y) with both intervals to report_scatter.png, "
+                             "e.g. eval/metrics/projector/alignment eval/metrics/projector/uniformity")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     for d in args.sweep_dir:
@@ -486,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     where = dict(item.split("=", 1) for item in args.where)
     compare = tuple(args.compare.split("=", 1)) if args.compare else None
-    metrics = list(dict.fromkeys([*args.metrics, args.plot_metric]))
+    metrics = list(dict.fromkeys([*args.metrics, args.plot_metric, *(args.scatter or [])]))
     try:
         report = build_report(args.sweep_dir, metrics, args.seed_key, where, compare)
     except ValueError as err:
@@ -507,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         plot(report, args.plot_metric, out / "report.png")
         print(f"wrote {out / 'report.png'}")
+        if args.scatter:
+            plot_scatter(report, *args.scatter, out / "report_scatter.png")
+            print(f"wrote {out / 'report_scatter.png'}")
     return 0
 
 

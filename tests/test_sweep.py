@@ -177,6 +177,27 @@ def test_report_pools_sweeps_and_filters(tmp_path):
     assert markdown[3] == "| labels | 2 | 0 1 | 0.9100 ± 0.1271 | +0.2000 ± 0.0608 |"
 
 
+def test_report_takes_later_evaluations_and_plots_a_scatter(tmp_path):
+    """eval/NAME.json written after the run (scripts/evaluate.py) joins its numbers; the summary's
+    own keys win; --scatter draws the rows in two metrics."""
+    report_mod = load_report_module()
+    write_runs(tmp_path, [([f"loss={loss}", f"seed={i}"], acc) for loss in ("infonce", "au")
+                          for i, acc in enumerate((0.8, 0.82))])
+    for i, run in enumerate(sorted(p for p in tmp_path.iterdir() if p.is_dir())):
+        (run / "eval").mkdir()
+        (run / "eval" / "metrics.json").write_text(json.dumps(
+            {"projector": {"alignment": 0.1 * (i + 1), "uniformity": -1.0 - i}, "num_samples": 64}))
+        (run / "eval" / "linear.json").write_text(json.dumps({"top1": 0.5}))  # not the summary's
+    rep = report_mod.build_report(tmp_path, ["linear_probe_top1", "eval/metrics/projector/alignment"])
+    infonce, au = rep["rows"]
+    assert infonce["linear_probe_top1_mean"] == pytest.approx(0.81)
+    assert infonce["eval/metrics/projector/alignment_mean"] == pytest.approx(0.15)
+    assert au["eval/metrics/projector/alignment_mean"] == pytest.approx(0.35)
+    code = report_mod.main([str(tmp_path), "--scatter", "eval/metrics/projector/alignment",
+                            "eval/metrics/projector/uniformity"])
+    assert code == 0 and (tmp_path / "report_scatter.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_report_reads_a_key_one_sweep_does_not_override_from_the_run_config(tmp_path):
     report_mod = load_report_module()
     write_runs(tmp_path / "main", [(["+sweep=main", "loss=infonce", "seed=0"], 0.80),
