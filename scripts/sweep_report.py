@@ -13,8 +13,9 @@ between runs (``sweep``, the sweep file's name, aside);
 runs are grouped by the swept keys except ``seed`` (``--seed-key``), so each row pools the seeds
 of one setting. ``--compare KEY=VALUE`` adds, for every metric, each row's difference from the
 row that has KEY=VALUE and the same other keys, with a 95% Welch t-interval (seeds unpaired).
-Prints the table (rich), writes ``report.csv`` and plots the ``--plot-metric`` with its interval
-as error bars to ``report.png``, in the first SWEEP_DIR or ``--out``. Runs without a summary
+Prints the table (rich), writes ``report.csv`` (per setting), ``runs.csv`` (per run) and plots the
+``--plot-metric`` with its interval as error bars to ``report.png``, in the first SWEEP_DIR or
+``--out``. Runs without a summary
 (failed or unfinished) are counted and listed, never averaged.
 """
 
@@ -227,6 +228,7 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str], seed_key: str
         row["seeds"] = " ".join(sorted({r.overrides.get(seed_key, "default") for r in g.runs}, key=natural_key_str))
         row["runs"] = " ".join(r.path.name for r in g.runs)
         row["_values"] = {m: g.values(m) for m in metrics}  # per-run values (plot scatter)
+        row["_runs"] = g.runs
         for m in metrics:
             for stat, v in stats(row["_values"][m]).items():
                 row[f"{m}_{stat}"] = v
@@ -334,6 +336,21 @@ def write_csv(report: dict, path: Path) -> None:
                              for c in columns})
 
 
+def write_runs_csv(report: dict, path: Path) -> None:
+    """One line per run (the raw numbers behind report.csv): its setting, seed, dir, metrics."""
+    seed_key = report["seed_key"]
+    columns = report["keys"] + [seed_key, "run"] + report["metrics"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        for row in report["rows"]:
+            for run in row["_runs"]:
+                line = {k: row[k] for k in report["keys"]}
+                line.update({seed_key: run.overrides.get(seed_key, ""), "run": str(run.path)})
+                line.update({m: run.summary.get(m, "") for m in report["metrics"]})
+                writer.writerow(line)
+
+
 def plot(report: dict, metric: str, path: Path) -> None:
     import matplotlib
 
@@ -417,7 +434,9 @@ def plot(report: dict, metric: str, path: Path) -> None:
             ax.minorticks_off()
         ax.set_xlabel(x_key)
     else:
-        ax.set_xticks(range(len(x_cats)), x_cats, rotation=20 if len(x_cats) > 5 else 0)
+        many = len(x_cats) > 8  # long names side by side overlap at a small angle
+        ax.set_xticks(range(len(x_cats)), x_cats, rotation=45 if many else 20 if len(x_cats) > 5 else 0,
+                      ha="right" if many else "center")
         ax.set_xlim(-0.6, len(x_cats) - 0.4)
         ax.set_xlabel(x_key)
     ax.set_ylabel(metric.replace("_", " "))
@@ -553,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(report)
     write_csv(report, out / "report.csv")
-    print(f"wrote {out / 'report.csv'}")
+    write_runs_csv(report, out / "runs.csv")
+    print(f"wrote {out / 'report.csv'} and {out / 'runs.csv'}")
     if not args.no_plot:
         plot(report, args.plot_metric, out / "report.png")
         print(f"wrote {out / 'report.png'}")

@@ -170,6 +170,10 @@ def test_report_pools_sweeps_and_filters(tmp_path):
     with open(out / "report.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert float(rows[1]["linear_probe_top1_diff"]) == pytest.approx(0.20)
+    with open(out / "runs.csv") as fh:
+        runs = list(csv.DictReader(fh))
+    assert [(r["prior"], r["seed"], float(r["linear_probe_top1"])) for r in runs] == [
+        ("-", "0", 0.70), ("-", "1", 0.72), ("labels", "0", 0.90), ("labels", "1", 0.92)]
     assert report_mod.main([str(tmp_path / "main"), "--compare", "loss"]) == 2
     markdown = report_mod.markdown_table(rep).splitlines()
     assert markdown[0] == "| prior | n | seeds | linear_probe_top1 | Δ linear_probe_top1 vs prior=- |"
