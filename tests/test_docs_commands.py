@@ -49,7 +49,7 @@ def skip_reason(cmd: str) -> str | None:
                 "CPU with 2 processes runs in tests/test_distributed.py)")
     if " -m " in f"{cmd} ":
         return "multirun of many jobs (the sweep configs compose in tests/test_sweep.py)"
-    if "scripts/sweep_report.py" in cmd:
+    if "scripts/sweep_report.py" in cmd or "multirun/" in cmd:
         return "needs a finished sweep directory (tests/test_sweep.py reports on one)"
     return None
 

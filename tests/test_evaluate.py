@@ -138,3 +138,19 @@ def test_evaluate_refuses_missing_and_foreign_checkpoints(tmp_path):
 def test_bad_evaluator_config_fails_before_training(tmp_path):
     msg = one_line_error(run("train.py", "experiment=smoke", "eval.knn.summary_k=7", f"hydra.run.dir={tmp_path}"))
     assert "summary_k=7" in msg and not (tmp_path / "checkpoints").exists()
+
+
+def test_checkpoint_patterns_expand_to_every_run_of_a_sweep(tmp_path):
+    from omegaconf import OmegaConf
+
+    from sslkit.errors import UserError
+    from sslkit.eval.cli import checkpoints
+
+    for run in ("0", "2", "10"):
+        (tmp_path / run / "checkpoints").mkdir(parents=True)
+        (tmp_path / run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    plain = tmp_path / "plain.ckpt"
+    cfg = OmegaConf.create({"checkpoint": [str(tmp_path / "*" / "checkpoints" / "last.ckpt"), str(plain)]})
+    assert checkpoints(cfg) == [tmp_path / r / "checkpoints" / "last.ckpt" for r in ("0", "2", "10")] + [plain]
+    with pytest.raises(UserError, match="no file matches"):
+        checkpoints(OmegaConf.create({"checkpoint": str(tmp_path / "*" / "best.ckpt")}))

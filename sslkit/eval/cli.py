@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -49,9 +50,22 @@ def run_config_overrides(argv: list[str]) -> list[str]:
 
 
 def checkpoints(cfg: DictConfig) -> list[Path]:
+    """The checkpoint paths of ``cfg.checkpoint``: one, a list, or patterns with ``*`` / ``?``
+    (``multirun/SWEEP/*/checkpoints/last.ckpt``: every run of a sweep, in run order)."""
     value = cfg.checkpoint
-    paths = list(value) if OmegaConf.is_list(value) else [value]
-    return [Path(hydra.utils.to_absolute_path(str(p))) for p in paths]
+    paths = []
+    for item in (list(value) if OmegaConf.is_list(value) else [value]):
+        path = Path(hydra.utils.to_absolute_path(str(item)))
+        if not any(c in str(item) for c in "*?"):
+            paths.append(path)
+            continue
+        anchor = Path(path.anchor)
+        found = sorted(anchor.glob(str(path.relative_to(anchor))),
+                       key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))])
+        if not found:
+            raise UserError(f"checkpoint={item}: no file matches the pattern")
+        paths += found
+    return paths
 
 
 def saved_config_changes(cfg: DictConfig) -> dict:
