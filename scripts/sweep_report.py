@@ -269,17 +269,23 @@ def cell_texts(report: dict, row: dict) -> list[str]:
     cells = [short(row[k]) for k in keys] + [str(row["n"]), row["seeds"]]
     cells += [fmt(row[f"{m}_mean"], row[f"{m}_ci95"], m) for m in metrics]
     if compare:
-        for m in metrics:
+        for m in compared_metrics(report):
             diff, ci = row[f"{m}_diff"], row[f"{m}_diff_ci95"]
             cells.append("-" if math.isnan(diff) or row[compare[0]] == compare[1]
                          else ("+" if diff >= 0 else "") + fmt(diff, ci, m))
     return cells
 
 
+def compared_metrics(report: dict) -> list[str]:
+    """The metrics whose difference from the --compare row the table shows (--compare-on;
+    default: the first metric). report.csv has the difference of every metric."""
+    return report.get("compare_on") or report["metrics"][:1]
+
+
 def header_texts(report: dict) -> list[str]:
     compare = report.get("compare")
     return (report["keys"] + ["n", report["seed_key"] + "s"] + report["metrics"]
-            + ([f"Δ {m} vs {compare[0]}={compare[1]}" for m in report["metrics"]] if compare else []))
+            + ([f"Δ {m} vs {compare[0]}={compare[1]}" for m in compared_metrics(report)] if compare else []))
 
 
 def markdown_table(report: dict) -> str:
@@ -538,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", metavar="KEY=VALUE",
                         help="difference of every row from the row with KEY=VALUE (the other keys "
                              "equal), with a 95%% Welch t-interval, e.g. loss=infonce")
+    parser.add_argument("--compare-on", nargs="+", metavar="METRIC",
+                        help="the metrics whose --compare difference the table shows (default: the first)")
     parser.add_argument("--out", type=Path, help="where report.csv/png go (default: the first sweep dir)")
     parser.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
     parser.add_argument("--scatter", nargs=2, metavar=("X", "Y"),
@@ -561,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    report["compare_on"] = [m for m in (args.compare_on or []) if m in metrics]
     if not report["rows"]:
         print(f"error: no run under {' '.join(map(str, args.sweep_dir))} has both .hydra/overrides.yaml "
               f"and summary.json" + (f" and {' '.join(args.where)}" if args.where else ""), file=sys.stderr)
