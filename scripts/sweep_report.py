@@ -104,11 +104,11 @@ def load_summary(run_dir: Path) -> dict | None:
     return summary
 
 
-def fill_from_configs(runs: list[Run]) -> None:
+def fill_from_configs(runs: list[Run], extra_keys: list[str] | None = None) -> None:
     """A key some runs override and others do not (pooled sweeps: batch 64 and 1024 in one, the
     experiment's 256 in another) takes each other run's value from its ``.hydra/config.yaml``
     when that is a plain value there, so the rows say 256 instead of ``-``."""
-    keys = {k for r in runs for k in r.overrides}
+    keys = {k for r in runs for k in r.overrides} | set(extra_keys or [])
     for r in runs:
         missing = [k for k in keys if k not in r.overrides]
         config_file = r.path / ".hydra" / "config.yaml"
@@ -211,11 +211,12 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
 
 
 def build_report(sweep_dir: Path | list[Path], metrics: list[str], seed_key: str = "seed",
-                 where: dict[str, str] | None = None, compare: tuple[str, str] | None = None) -> dict:
+                 where: dict[str, str] | None = None, compare: tuple[str, str] | None = None,
+                 keys: list[str] | None = None) -> dict:
     """Everything the table, CSV and plot show; also what tests check."""
     dirs = [sweep_dir] if isinstance(sweep_dir, Path) else list(sweep_dir)
     runs = [r for d in dirs for r in find_runs(d)]
-    fill_from_configs(runs)
+    fill_from_configs(runs, keys)
     runs = [r for r in runs if matches(r, where or {})]
     done = [r for r in runs if r.summary is not None]
     swept = swept_keys(runs)
@@ -546,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
                              "equal), with a 95%% Welch t-interval, e.g. loss=infonce")
     parser.add_argument("--compare-on", nargs="+", metavar="METRIC",
                         help="the metrics whose --compare difference the table shows (default: the first)")
+    parser.add_argument("--keys", nargs="+", default=[], metavar="KEY",
+                        help="config keys to group by although no override names them (read from each "
+                             "run's .hydra/config.yaml), e.g. augment.recrop_p to tell two sweeps apart")
     parser.add_argument("--out", type=Path, help="where report.csv/png go (default: the first sweep dir)")
     parser.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
     parser.add_argument("--scatter", nargs=2, metavar=("X", "Y"),
@@ -565,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     compare = tuple(args.compare.split("=", 1)) if args.compare else None
     metrics = list(dict.fromkeys([*args.metrics, args.plot_metric, *(args.scatter or [])]))
     try:
-        report = build_report(args.sweep_dir, metrics, args.seed_key, where, compare)
+        report = build_report(args.sweep_dir, metrics, args.seed_key, where, compare, args.keys)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

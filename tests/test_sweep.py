@@ -213,6 +213,12 @@ def test_report_reads_a_key_one_sweep_does_not_override_from_the_run_config(tmp_
                                   where={"loss": "infonce,cacr"})
     assert rep["keys"] == ["data.batch_size"]  # the sweep file's name is not a setting
     assert [(r["data.batch_size"], r["n"]) for r in rep["rows"]] == [("64", 1), ("256", 1)]
+    # a value only the configs hold (a sweep file's body, not an override) groups with --keys
+    (tmp_path / "batch" / "0" / ".hydra" / "config.yaml").write_text("data:\n  batch_size: 64\nloss:\n  temperature: 0.2\n")
+    rep = report_mod.build_report([tmp_path / "main", tmp_path / "batch"], ["linear_probe_top1"],
+                                  where={"loss": "infonce"}, keys=["loss.temperature"])
+    assert rep["keys"] == ["data.batch_size", "loss.temperature"]
+    assert [(r["data.batch_size"], r["loss.temperature"]) for r in rep["rows"]] == [("64", "0.2"), ("256", "0.5")]
 
 
 @pytest.mark.slow
