@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -59,21 +58,13 @@ def balanced_runs(sweep_dirs: list[Path]) -> dict[str, list[list[float]]]:
 
 def interval(values: list[float]) -> str:
     s = sweep_report.stats(values)
-    return f"{s['mean']:.4f}" + ("" if math.isnan(s["ci95"]) else f" ± {s['ci95']:.4f}")
+    return sweep_report.fmt(s["mean"], s["ci95"], "")
 
 
 def difference_of_changes(a_lt, a_bal, b_lt, b_bal) -> tuple[float, float]:
     """(a_lt - a_bal) - (b_lt - b_bal) and its 95% half-width (Welch-Satterthwaite)."""
-    parts = [(+1, a_lt), (-1, a_bal), (-1, b_lt), (+1, b_bal)]
-    estimate = sum(sign * statistics.mean(v) for sign, v in parts)
-    if any(len(v) < 2 for _, v in parts):
-        return estimate, math.nan
-    terms = [statistics.variance(v) / len(v) for _, v in parts]
-    se2 = sum(terms)
-    if se2 == 0:
-        return estimate, 0.0
-    df = se2 ** 2 / sum(t ** 2 / (len(v) - 1) for t, (_, v) in zip(terms, parts))
-    return estimate, sweep_report.t_quantile(df) * math.sqrt(se2)
+    out = sweep_report.welch_contrast([(+1, a_lt), (-1, a_bal), (-1, b_lt), (+1, b_bal)])
+    return out["diff"], out["diff_ci95"]
 
 
 def table(lt: dict, balanced: dict, reference: str | None) -> list[str]:
@@ -96,14 +87,13 @@ def table(lt: dict, balanced: dict, reference: str | None) -> list[str]:
         change = sweep_report.welch(long_tailed, bal)
         classes = " ".join(str(c) for c, g in enumerate(lt[(ratio, loss)][0]["class_groups"]) if g == group)
         cells = [ratio, loss, f"{group} ({classes})", interval(bal), interval(long_tailed),
-                 f"{change['diff']:+.4f}" + ("" if math.isnan(change["diff_ci95"]) else f" ± {change['diff_ci95']:.4f}")]
+                 sweep_report.fmt_diff(change["diff"], change["diff_ci95"])]
         if reference:
             ref = values.get((ratio, reference, group))
             if ref is None or loss == reference:
                 cells.append("-")
             else:
-                diff, half = difference_of_changes(long_tailed, bal, *ref)
-                cells.append(f"{diff:+.4f}" + ("" if math.isnan(half) else f" ± {half:.4f}"))
+                cells.append(sweep_report.fmt_diff(*difference_of_changes(long_tailed, bal, *ref)))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

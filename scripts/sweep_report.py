@@ -108,14 +108,14 @@ def fill_from_configs(runs: list[Run], extra_keys: list[str] | None = None) -> N
     """A key some runs override and others do not (pooled sweeps: batch 64 and 1024 in one, the
     experiment's 256 in another) takes each other run's value from its ``.hydra/config.yaml``
     when that is a plain value there, so the rows say 256 instead of ``-``."""
+    from omegaconf import OmegaConf
+
     keys = {k for r in runs for k in r.overrides} | set(extra_keys or [])
     for r in runs:
         missing = [k for k in keys if k not in r.overrides]
         config_file = r.path / ".hydra" / "config.yaml"
         if not missing or not config_file.exists():
             continue
-        from omegaconf import OmegaConf
-
         cfg = OmegaConf.load(config_file)
         for k in missing:
             value = OmegaConf.select(cfg, k, default=None)
@@ -173,18 +173,29 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "ci95": ci, "std": std, "min": min(values), "max": max(values)}
 
 
-def welch(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean of ``a`` minus mean of ``b`` and its 95% Welch t-interval (unequal variances,
-    Welch-Satterthwaite degrees of freedom); NaN interval with fewer than 2 values on a side."""
-    diff = sum(a) / len(a) - sum(b) / len(b) if a and b else math.nan
-    if len(a) < 2 or len(b) < 2:
+def welch_contrast(parts: list[tuple[int, list[float]]]) -> dict[str, float]:
+    """``sum(sign * mean(values))`` over ``parts`` and its 95% t-interval half-width with unequal
+    variances (Welch-Satterthwaite degrees of freedom); NaN interval when a part has fewer than 2
+    values. Two parts ``[(+1, a), (-1, b)]`` are Welch's difference of means."""
+    diff = sum(sign * sum(v) / len(v) for sign, v in parts) if all(v for _, v in parts) else math.nan
+    if any(len(v) < 2 for _, v in parts):
         return {"diff": diff, "diff_ci95": math.nan}
-    va, vb = stats(a)["std"] ** 2 / len(a), stats(b)["std"] ** 2 / len(b)
-    se2 = va + vb
+    terms = [stats(v)["std"] ** 2 / len(v) for _, v in parts]
+    se2 = sum(terms)
     if se2 == 0:
         return {"diff": diff, "diff_ci95": 0.0}
-    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    df = se2 ** 2 / sum(t ** 2 / (len(v) - 1) for t, (_, v) in zip(terms, parts))
     return {"diff": diff, "diff_ci95": t_quantile(df) * math.sqrt(se2)}
+
+
+def welch(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of ``a`` minus mean of ``b`` and its 95% Welch t-interval."""
+    return welch_contrast([(+1, a), (-1, b)])
+
+
+def fmt_diff(diff: float, ci: float, metric: str = "") -> str:
+    """A signed difference with its interval (``+0.0041 ± 0.0026``); ``-`` when there is none."""
+    return "-" if math.isnan(diff) else ("+" if diff >= 0 else "") + fmt(diff, ci, metric)
 
 
 def add_comparison(rows: list[dict], keys: list[str], metrics: list[str], compare: tuple[str, str]) -> None:
@@ -272,8 +283,7 @@ def cell_texts(report: dict, row: dict) -> list[str]:
     if compare:
         for m in compared_metrics(report):
             diff, ci = row[f"{m}_diff"], row[f"{m}_diff_ci95"]
-            cells.append("-" if math.isnan(diff) or row[compare[0]] == compare[1]
-                         else ("+" if diff >= 0 else "") + fmt(diff, ci, m))
+            cells.append("-" if row[compare[0]] == compare[1] else fmt_diff(diff, ci, m))
     return cells
 
 
