@@ -110,7 +110,8 @@ def fill_from_configs(runs: list[Run], extra_keys: list[str] | None = None) -> N
     when that is a plain value there, so the rows say 256 instead of ``-``."""
     from omegaconf import OmegaConf
 
-    keys = {k for r in runs for k in r.overrides} | set(extra_keys or [])
+    # ordered (not a set): the report's columns follow first appearance, whatever PYTHONHASHSEED is
+    keys = list(dict.fromkeys([k for r in runs for k in r.overrides] + list(extra_keys or [])))
     for r in runs:
         missing = [k for k in keys if k not in r.overrides]
         config_file = r.path / ".hydra" / "config.yaml"
