@@ -105,6 +105,10 @@ def test_optional_groups_switch_off_a_recipes_choice(switch, tmp_path):
     cfg, _, _ = sslkit.compose(["experiment=smoke", "adversarial=pgd", "adversarial/divergence=gan",
                                 "adversarial/divergence=null", "prior=null"], run_dir=tmp_path)
     assert cfg.adversarial.divergence is None and cfg.prior is None and cfg.adversarial._target_
+    # the GPU recipe's ACL baseline (its header's command): no divergence left behind
+    cfg, _, _ = sslkit.compose(["experiment=robust_cifar10", "adversarial/divergence=none",
+                                "adversarial.sam_rho=0"], run_dir=tmp_path)
+    assert cfg.adversarial.divergence is None and cfg.adversarial.sam_rho == 0
 
 
 def test_null_for_a_required_group_is_one_line(tmp_path):

@@ -360,6 +360,9 @@ def test_bad_adversarial_settings_are_one_line_config_errors():
         build("adversarial=pgd", "adversarial.views=both")
     with pytest.raises(ConfigError, match="attack norm"):
         build("adversarial=pgd", "adversarial.attack.norm=l1")
+    # a recipe's divergence settings left behind after adversarial/divergence=none
+    with pytest.raises(ConfigError, match="adversarial.divergence has settings .hidden_dim. but no divergence chosen"):
+        build("adversarial=pgd", "+adversarial.divergence.hidden_dim=512")
 
 
 # -- end to end: `python train.py ... adversarial=pgd` ---------------------------------------------

@@ -71,6 +71,12 @@ class RobustObjective(nn.Module):
             raise ConfigError("adversarial.w_clean, w_adv, w_div and sam_rho must be >= 0")
         self.attack, self.bn_mode, self.views = attack, bn_mode, views
         self.w_clean, self.w_adv, self.w_div, self.sam_rho = w_clean, w_adv, w_div, sam_rho
+        if divergence is not None and not callable(divergence):
+            raise ConfigError(
+                f"adversarial.divergence has settings ({', '.join(map(str, divergence))}) but no "
+                "divergence chosen: pick one with adversarial/divergence=sqdist|kl|gan, or drop "
+                "the settings for none"
+            )
         if divergence is not None and isinstance(divergence, functools.partial):
             space = divergence.keywords.get("space", "features")
             divergence = divergence(in_dim=feature_dim if space == "features" else proj_dim)
