@@ -107,7 +107,9 @@ def load_summary(run_dir: Path) -> dict | None:
 def fill_from_configs(runs: list[Run], extra_keys: list[str] | None = None) -> None:
     """A key some runs override and others do not (pooled sweeps: batch 64 and 1024 in one, the
     experiment's 256 in another) takes each other run's value from its ``.hydra/config.yaml``
-    when that is a plain value there, so the rows say 256 instead of ``-``."""
+    when that is a plain value there, so the rows say 256 instead of ``-``; a config group
+    (``loss``, ``prior``) takes the run's choice from ``.hydra/hydra.yaml`` (a sweep file's
+    ``override /loss: dunif``; an unselected group reads ``null``)."""
     from omegaconf import OmegaConf
 
     # ordered (not a set): the report's columns follow first appearance, whatever PYTHONHASHSEED is
@@ -118,7 +120,13 @@ def fill_from_configs(runs: list[Run], extra_keys: list[str] | None = None) -> N
         if not missing or not config_file.exists():
             continue
         cfg = OmegaConf.load(config_file)
+        hydra_file = r.path / ".hydra" / "hydra.yaml"
+        choices = (OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices", default=None)
+                   if hydra_file.exists() else None) or {}
         for k in missing:
+            if k in choices:
+                r.overrides[k] = "null" if choices[k] is None else str(choices[k])
+                continue
             value = OmegaConf.select(cfg, k, default=None)
             if isinstance(value, (bool, int, float, str)):
                 r.overrides[k] = str(value)
@@ -201,12 +209,19 @@ def fmt_diff(diff: float, ci: float, metric: str = "") -> str:
 
 def add_comparison(rows: list[dict], keys: list[str], metrics: list[str], compare: tuple[str, str]) -> None:
     """``row[f"{metric}_diff"]``/``_diff_ci95``: the row minus its reference row (``compare``'s
-    key at its value, the other keys equal), for every row that has one."""
+    key at its value, the other keys equal), for every row that has one. A key the reference
+    row does not set (``-``: no prior, hence no kernel bandwidth) matches every value."""
     key, value = compare
     others = [k for k in keys if k != key]
-    refs = {tuple(r[k] for k in others): r for r in rows if r.get(key) == value}
+    refs = [r for r in rows if r.get(key) == value]
+
+    def reference(row: dict) -> dict | None:
+        exact = [r for r in refs if all(r[k] == row[k] for k in others)]
+        loose = [r for r in refs if all(r[k] in (row[k], "-") for k in others)]
+        return (exact or loose or [None])[0]
+
     for row in rows:
-        ref = refs.get(tuple(row[k] for k in others))
+        ref = reference(row)
         for m in metrics:
             out = (welch(row["_values"][m], ref["_values"][m]) if ref is not None
                    else {"diff": math.nan, "diff_ci95": math.nan})

@@ -221,6 +221,33 @@ def test_report_reads_a_key_one_sweep_does_not_override_from_the_run_config(tmp_
     assert [(r["data.batch_size"], r["loss.temperature"]) for r in rep["rows"]] == [("64", "0.2"), ("256", "0.5")]
 
 
+def test_report_reads_group_choices_and_compares_with_a_baseline_that_sets_no_key(tmp_path):
+    """Pooled: a main sweep (loss overridden, no prior) and a prior sweep (loss chosen in the sweep
+    file's defaults, prior x sigma overridden); the no-prior row is every prior row's reference."""
+    report_mod = load_report_module()
+    hydra_yaml = "hydra:\n  runtime:\n    choices:\n      loss: {loss}\n      prior: {prior}\n"
+    main = [0.80, 0.81, 0.82]
+    write_runs(tmp_path / "main", [([f"loss={loss}", f"seed={i}"], acc + (0.1 if loss == "au" else 0))
+                                   for loss in ("dunif", "au") for i, acc in enumerate(main)])
+    for run in (tmp_path / "main").iterdir():
+        loss = "au" if int(run.name) >= 3 else "dunif"
+        (run / ".hydra" / "config.yaml").write_text("loss:\n  sigma: null\n")
+        (run / ".hydra" / "hydra.yaml").write_text(hydra_yaml.format(loss=loss, prior="null"))
+    prior = {("labels", "1.0"): [0.85, 0.86, 0.84], ("labels", "5.0"): [0.83, 0.83, 0.82]}
+    write_runs(tmp_path / "priors", [([f"prior={p}", f"loss.sigma={s}", f"seed={i}"], acc)
+                                     for (p, s), accs in prior.items() for i, acc in enumerate(accs)])
+    for run in (tmp_path / "priors").iterdir():
+        (run / ".hydra" / "config.yaml").write_text("loss:\n  sigma: 1.0\n")
+        (run / ".hydra" / "hydra.yaml").write_text(hydra_yaml.format(loss="dunif", prior="labels"))
+    rep = report_mod.build_report([tmp_path / "main", tmp_path / "priors"], ["linear_probe_top1"],
+                                  where={"loss": "dunif"}, compare=("prior", "null"))
+    assert rep["keys"] == ["prior", "loss.sigma"]
+    rows = {(r["prior"], r["loss.sigma"]): r for r in rep["rows"]}
+    assert set(rows) == {("null", "-"), ("labels", "1.0"), ("labels", "5.0")}  # au filtered out
+    for key, accs in prior.items():
+        assert rows[key]["linear_probe_top1_diff"] == pytest.approx(statistics.mean(accs) - statistics.mean(main))
+
+
 @pytest.mark.slow
 def test_tiny_multirun_and_report(tmp_path):
     """A real `python train.py -m` over 2 temperatures x 2 seeds, then sweep_report on it."""
