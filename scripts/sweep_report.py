@@ -278,9 +278,13 @@ def natural_key_str(s: str) -> list:
 
 
 def short(value: str) -> str:
-    """Long floats from a Bayesian search (0.2588170214937917) shown as 0.2588."""
+    """Long floats from a Bayesian search (0.2588170214937917) shown as 0.2588; long paths
+    (``prior.checkpoint=/data/runs/x/0/checkpoints/last.ckpt``) by their last four parts."""
     x = as_number(value)
-    return f"{x:.4g}" if x is not None and len(value) > 8 else value
+    if x is not None and len(value) > 8:
+        return f"{x:.4g}"
+    parts = value.split("/")
+    return ".../" + "/".join(parts[-4:]) if len(value) > 40 and len(parts) > 4 else value
 
 
 def fmt(mean: float, ci: float, metric: str) -> str:

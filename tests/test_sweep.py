@@ -248,6 +248,14 @@ def test_report_reads_group_choices_and_compares_with_a_baseline_that_sets_no_ke
         assert rows[key]["linear_probe_top1_diff"] == pytest.approx(statistics.mean(accs) - statistics.mean(main))
 
 
+def test_short_keeps_labels_readable():
+    report_mod = load_report_module()
+    assert report_mod.short("0.2588170214937917") == "0.2588"
+    assert report_mod.short("0.005") == "0.005"
+    assert report_mod.short("/home/me/multirun/main/0/checkpoints/last.ckpt") == ".../main/0/checkpoints/last.ckpt"
+    assert report_mod.short("configs/loss/x.yaml") == "configs/loss/x.yaml"
+
+
 @pytest.mark.slow
 def test_tiny_multirun_and_report(tmp_path):
     """A real `python train.py -m` over 2 temperatures x 2 seeds, then sweep_report on it."""
