@@ -210,15 +210,17 @@ def fmt_diff(diff: float, ci: float, metric: str = "") -> str:
 def add_comparison(rows: list[dict], keys: list[str], metrics: list[str], compare: tuple[str, str]) -> None:
     """``row[f"{metric}_diff"]``/``_diff_ci95``: the row minus its reference row (``compare``'s
     key at its value, the other keys equal), for every row that has one. A key the reference
-    row does not set (``-``: no prior, hence no kernel bandwidth) matches every value."""
+    row does not set (``-``: no prior, hence no kernel bandwidth) matches every value, and so
+    does a key the row does not set (CACR, which has no temperature, against InfoNCE at 0.1)
+    when that leaves one reference row."""
     key, value = compare
     others = [k for k in keys if k != key]
     refs = [r for r in rows if r.get(key) == value]
 
     def reference(row: dict) -> dict | None:
         exact = [r for r in refs if all(r[k] == row[k] for k in others)]
-        loose = [r for r in refs if all(r[k] in (row[k], "-") for k in others)]
-        return (exact or loose or [None])[0]
+        loose = [r for r in refs if all("-" in (r[k], row[k]) or r[k] == row[k] for k in others)]
+        return exact[0] if exact else loose[0] if len(loose) == 1 else None
 
     for row in rows:
         ref = reference(row)

@@ -246,6 +246,16 @@ def test_report_reads_group_choices_and_compares_with_a_baseline_that_sets_no_ke
     assert set(rows) == {("null", "-"), ("labels", "1.0"), ("labels", "5.0")}  # au filtered out
     for key, accs in prior.items():
         assert rows[key]["linear_probe_top1_diff"] == pytest.approx(statistics.mean(accs) - statistics.mean(main))
+    # the other way round: a row without the key against the one reference that has it; with
+    # two candidate references there is no difference rather than a guess
+    rep = report_mod.build_report([tmp_path / "main", tmp_path / "priors"], ["linear_probe_top1"],
+                                  where={"loss": "dunif"}, compare=("prior", "labels"))
+    rows = {(r["prior"], r["loss.sigma"]): r for r in rep["rows"]}
+    assert math.isnan(rows[("null", "-")]["linear_probe_top1_diff"])
+    rep = report_mod.build_report([tmp_path / "main", tmp_path / "priors"], ["linear_probe_top1"],
+                                  where={"loss": "dunif", "loss.sigma": "-,1.0"}, compare=("prior", "labels"))
+    rows = {(r["prior"], r["loss.sigma"]): r for r in rep["rows"]}
+    assert rows[("null", "-")]["linear_probe_top1_diff"] == pytest.approx(statistics.mean(main) - 0.85)
 
 
 def test_short_keeps_labels_readable():
