@@ -32,10 +32,18 @@ _spec.loader.exec_module(sweep_report)
 GROUPS = ("many", "medium", "few")
 
 
+def runs_with_loss(sweep_dir: Path) -> list:
+    """The sweep's runs, each naming its head even where a sweep file chose it
+    (``override /loss: ...``) rather than an override."""
+    runs = sweep_report.find_runs(sweep_dir)
+    sweep_report.fill_from_configs(runs, ["loss"])
+    return runs
+
+
 def longtail_runs(sweep_dir: Path) -> dict[tuple[str, str], list[dict]]:
     """(ratio, loss) -> the eval/longtail.json of every finished seed."""
     out: dict[tuple[str, str], list[dict]] = {}
-    for run in sweep_report.find_runs(sweep_dir):
+    for run in runs_with_loss(sweep_dir):
         result = run.path / "eval" / "longtail.json"
         if run.summary is None or not result.exists():
             continue
@@ -48,7 +56,7 @@ def balanced_runs(sweep_dirs: list[Path]) -> dict[str, list[list[float]]]:
     """loss -> the per-class linear-probe top-1 of every finished seed."""
     out: dict[str, list[list[float]]] = {}
     for sweep_dir in sweep_dirs:
-        for run in sweep_report.find_runs(sweep_dir):
+        for run in runs_with_loss(sweep_dir):
             result = run.path / "eval" / "linear.json"
             if run.summary is None or not result.exists() or run.overrides.get("data.imbalance_ratio", "1") not in ("1", "1.0"):
                 continue

@@ -581,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the metrics whose --compare difference the table shows (default: the first)")
     parser.add_argument("--keys", nargs="+", default=[], metavar="KEY",
                         help="config keys to group by although no override names them (read from each "
-                             "run's .hydra/config.yaml), e.g. augment.recrop_p to tell two sweeps apart")
+                             "run's .hydra/config.yaml; a config group's choice from .hydra/hydra.yaml), "
+                             "e.g. augment.recrop_p to tell two sweeps apart")
     parser.add_argument("--out", type=Path, help="where report.csv/png go (default: the first sweep dir)")
     parser.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
     parser.add_argument("--scatter", nargs=2, metavar=("X", "Y"),

@@ -59,3 +59,15 @@ def test_refuses_dirs_without_matching_runs(tmp_path):
     (tmp_path / "a").mkdir()
     assert script.main([str(tmp_path / "a"), str(tmp_path / "a")]) == 1
     assert script.main([str(tmp_path / "missing"), str(tmp_path / "a")]) == 2
+
+
+def test_a_head_chosen_by_the_sweep_file_is_found(tmp_path):
+    """Balanced runs of a sweep whose file picks the head (``override /loss: cacr``) carry no
+    loss override; the head comes from the run's .hydra/hydra.yaml."""
+    script = load_script()
+    for seed in (0, 1):
+        run = tmp_path / "bal" / str(seed)
+        write_run(run, [f"seed={seed}"], "linear", {"per_class_top1": [0.8, 0.8, 0.9, 1.0]})
+        (run / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
+        (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      loss: cacr\n")
+    assert script.balanced_runs([tmp_path / "bal"]) == {"cacr": [[0.8, 0.8, 0.9, 1.0]] * 2}
