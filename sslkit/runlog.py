@@ -57,6 +57,9 @@ class RunLog(L.Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.started = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # not at on_fit_start: Lightning restores a resumed run's epoch and step after that hook
         self.write(f"fit: from epoch {trainer.current_epoch} of {trainer.max_epochs}, step "
                    f"{trainer.global_step}, {trainer.num_training_batches} steps per epoch, "
                    f"world size {trainer.world_size}")

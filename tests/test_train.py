@@ -62,6 +62,8 @@ def test_auto_resume_and_resume_path(smoke_run, tmp_path):
     proc = train("experiment=smoke", f"hydra.run.dir={run_dir}", "trainer.max_epochs=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout
+    # train.log says where the resumed fit starts, not epoch 0
+    assert "fit: from epoch 2 of 3, step 16," in (run_dir / "train.log").read_text()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 24
     # resume=PATH into a fresh dir
