@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from sslkit.eval.plots import plot_weights
 from sslkit.losses import (
     CACR,
+    AlignUniform,
     DebiasedContrastive,
     DecoupledContrastive,
     HardNegativeContrastive,
@@ -79,6 +80,8 @@ HEADS = [
     (CACR, {"debiased": True, "tau_plus": 0.2}),
     (CACR, {"debiased": True, "weighting": "uniform_pos"}),
     (CACR, {"detach_weights": True, "normalize": False}),
+    (AlignUniform, {}),
+    (AlignUniform, {"alpha": 1.0, "t": 3.0, "unif_w": 0.5, "normalize": False}),
 ]
 
 
@@ -134,7 +137,8 @@ def test_chunked_head_under_bf16_autocast_computes_in_float32():
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, True, "1024"])
 @pytest.mark.parametrize("cls", [InfoNCE, DebiasedContrastive, DecoupledContrastive,
-                                 HardNegativeContrastive, RobustInfoNCE, MoCo, CACR])
+                                 HardNegativeContrastive, RobustInfoNCE, MoCo, CACR,
+                                 AlignUniform])
 def test_bad_chunk_size_is_refused(cls, bad):
     with pytest.raises(ValueError, match="chunk_size must be a positive number of rows"):
         cls(chunk_size=bad)
@@ -241,7 +245,7 @@ def test_chunked_moco_under_bf16_autocast_computes_in_float32():
     assert abs(out.loss.item() - plain.loss.item()) < 1e-6
 
 
-@pytest.mark.parametrize("name", ["moco", "cacr", "cct"])
+@pytest.mark.parametrize("name", ["moco", "cacr", "cct", "au"])
 def test_loss_configs_default_to_dense_and_take_a_chunk_size(name):
     cfg = OmegaConf.load(ROOT / "configs" / "loss" / f"{name}.yaml")
     if "defaults" in cfg:  # cct.yaml composes cacr.yaml
