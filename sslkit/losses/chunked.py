@@ -13,8 +13,21 @@ each block in backward (the gradient of :math:`\ell_a` is the softmax row, rebui
 per block. ``chunk_size=None`` is the dense path with plain autograd.
 
 Used by the heads with a ``chunk_size`` argument (``loss.chunk_size``): InfoNCE, DCL (debiased
-and decoupled), HCL and RINCE. Still dense: MoCo (``[B, Q]`` logits against a queue), CACR/CCT,
-AU, and the GCA heads, whose Sinkhorn iterations normalise whole columns as well as rows.
+and decoupled), HCL and RINCE.
+
+Heads whose per-row terms are more than a log-sum-exp use :func:`map_row_blocks` instead: a
+block of query rows at a time under activation checkpointing (``torch.utils.checkpoint``,
+recomputation in backward), the same bound for any row-wise function. MoCo: the ``[B, Q]``
+logits against the queue; CACR/CCT: the ``[P, B, B]`` repulsion (each query's softmax is over
+its own row); AU: each view's B x B uniformity distances (a log-sum-exp per row, then one over
+the rows). :func:`row_logsumexp` keeps its hand-written backward, which rebuilds the softmax
+from the saved result instead of re-running the block's forward: measured 0.7x the time and
+0.7x the peak memory of the same log-sum-exp through :func:`map_row_blocks` (N = 8192,
+D = 128, chunk 1024, one thread, side by side).
+
+Still dense: the GCA heads, whose Sinkhorn iterations normalise whole columns as well as rows,
+so every iteration needs the whole matrix; not chunked yet: the momentum-encoder CACR variants
+(``cacr_moco``, ``cacr_mocov3``) and decoupled uniformity (``dunif``).
 """
 
 from __future__ import annotations
