@@ -24,7 +24,7 @@ from sslkit.losses import (
     MoCo,
     RobustInfoNCE,
 )
-from sslkit.losses.chunked import row_logsumexp
+from sslkit.losses.chunked import map_row_blocks, row_logsumexp
 from tests.conftest import F64, ROOT, assert_matches, rand
 
 pytestmark = pytest.mark.filterwarnings("ignore:cacr with 2 views")
@@ -63,6 +63,42 @@ def test_chunked_gradient_equals_dense_gradient():
     u = rand(13, 6, seed=5)
     assert_matches(lambda x: row_logsumexp(x, 2.0, None, 4).square().sum(),
                    lambda x: row_logsumexp(x, 2.0, None, None).square().sum(), u)
+
+
+def rowwise_softmax_terms(block, start, others, calls):
+    """Per row: a softmax-weighted sum over every row of ``others`` (a row-wise function with
+    a gradient to both arguments), and the row's first index; counts its calls."""
+    calls.append(start)
+    logits = block @ others.transpose(-1, -2)
+    weights = torch.softmax(logits, dim=-1)
+    rows = torch.arange(start, start + block.shape[-2], dtype=block.dtype).expand(logits.shape[:-1])
+    return (weights * logits).sum(-1), rows
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 10, None])
+def test_map_row_blocks_equals_one_call_and_recomputes_each_block_in_backward(chunk):
+    x = rand(2, 10, 4, seed=8).requires_grad_()  # rows along dim 1
+    upstream = rand(2, 10, seed=9)
+    calls = []
+    got, rows = map_row_blocks(rowwise_softmax_terms, x, chunk, x, calls, dim=1)
+    blocks = 1 if chunk is None else math.ceil(10 / chunk)
+    assert calls == [i * (chunk or 10) for i in range(blocks)]
+    assert torch.equal(rows, torch.arange(10, dtype=F64).expand(2, 10))
+    (got * upstream).sum().backward()
+    # a checkpointed block is run again in backward; one block (dense) is plain autograd
+    assert len(calls) == (blocks if blocks == 1 else 2 * blocks)
+    y = x.detach().clone().requires_grad_()
+    want, _ = rowwise_softmax_terms(y, 0, y, [])
+    (want * upstream).sum().backward()
+    assert torch.allclose(got, want, atol=1e-13, rtol=0)
+    assert torch.allclose(x.grad, y.grad, atol=1e-13, rtol=0)
+
+
+def test_map_row_blocks_without_gradient_runs_each_block_once():
+    x, calls = rand(7, 3, seed=1), []
+    with torch.no_grad():
+        (got, _) = map_row_blocks(rowwise_softmax_terms, x, 2, x, calls)
+    assert calls == [0, 2, 4, 6] and not got.requires_grad
 
 
 HEADS = [
