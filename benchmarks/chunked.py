@@ -1,6 +1,8 @@
-"""``chunked`` section: one forward+backward of the InfoNCE head at large batches (B = 8192 and
-16384, V = 2, D = 128), dense N x N logits against the chunked log-sum-exp
-(``loss.chunk_size``, :mod:`sslkit.losses.chunked`): seconds and peak memory.
+"""``chunked`` section: one forward+backward of a head at large batches (B = 8192 and 16384
+instances, D = 128), dense against ``loss.chunk_size`` (:mod:`sslkit.losses.chunked`): seconds
+and peak memory. Heads: InfoNCE (V = 2, N x N logits, N = 2B), MoCo (B queries against a queue
+of Q = 65536 keys, the official ImageNet size: B x Q logits), CACR (V = 2: the B x B repulsion)
+and AU (V = 2: each view's B x B uniformity).
 
 Each variant runs in its own process, so peak memory is that variant's alone: on CPU the growth
 of the process's peak resident set (``getrusage`` max RSS) over its size before the step; on
@@ -24,7 +26,20 @@ from benchmarks.common import ROOT
 RATIO_KEY = "time_ratio_to_dense"
 BATCHES, QUICK_BATCHES = (8192, 16384), (512, 1024)
 DIM, VIEWS, CHUNK = 128, 2, 1024
-DENSE_COPIES = 6  # N x N fp32 buffers at the dense peak: 5.3 measured at B = 8192 (5,419 MiB)
+QUEUE, QUICK_QUEUE = 65536, 4096
+HEADS = ("InfoNCE", "MoCo", "CACR", "AU")
+# fp32 copies of the head's big matrix at the dense peak, measured at B = 8192: InfoNCE 5.3 of
+# N x N, MoCo 4.0 of B x Q, CACR 5.3 of B x B, AU 5.2 of B x B per view
+DENSE_COPIES = {"InfoNCE": 6, "MoCo": 5, "CACR": 6, "AU": 6}
+
+
+def big_matrix_elements(head: str, batch: int, queue: int) -> int:
+    """Elements of the matrix the dense head builds (and the chunked one builds in blocks)."""
+    if head == "InfoNCE":
+        return (batch * VIEWS) ** 2
+    if head == "MoCo":
+        return batch * queue
+    return VIEWS * batch * batch if head == "AU" else batch * batch  # CACR: one view pair
 
 
 def available_bytes() -> int | None:
@@ -38,15 +53,40 @@ def available_bytes() -> int | None:
     return None
 
 
-def child(batch: int, chunk: int | None, device: str, threads: int) -> dict:
+def child(head_name: str, batch: int, queue: int, chunk: int | None, device: str,
+          threads: int) -> dict:
     """One forward+backward in this process; seconds and peak bytes."""
-    from sslkit.losses import InfoNCE
+    import warnings
 
+    import torch.nn.functional as F
+
+    from sslkit.losses import CACR, AlignUniform, InfoNCE, MoCo
+
+    warnings.filterwarnings("ignore", "cacr with 2 views")
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    z = torch.randn(batch, VIEWS, DIM, generator=torch.Generator().manual_seed(0)).to(dev)
-    z.requires_grad_(True)
-    head = InfoNCE(temperature=0.5, chunk_size=chunk)
+    gen = torch.Generator().manual_seed(0)
+
+    def inputs(b: int, q: int) -> tuple[torch.Tensor, dict]:
+        if head_name == "MoCo":
+            z = torch.randn(b, 1, DIM, generator=gen).to(dev)
+            return z.requires_grad_(True), {
+                "k": torch.randn(b, 1, DIM, generator=gen).to(dev),
+                "queue": F.normalize(torch.randn(q, DIM, generator=gen), dim=-1).to(dev)}
+        return torch.randn(b, VIEWS, DIM, generator=gen).to(dev).requires_grad_(True), {}
+
+    def make(size: int | None):
+        return {"InfoNCE": lambda: InfoNCE(temperature=0.5, chunk_size=size),
+                "MoCo": lambda: MoCo(temperature=0.2, chunk_size=size),
+                "CACR": lambda: CACR(chunk_size=size),
+                "AU": lambda: AlignUniform(chunk_size=size)}[head_name]()
+
+    # untimed warm-up on a tiny batch, in blocks if chunked: the first checkpointed block
+    # imports torch._dynamo (about 1 s and 150 MiB once; a Lightning process has it already)
+    z, extras = inputs(64, 256)
+    make(chunk and 16)(z, **extras).loss.backward()
+    z, extras = inputs(batch, queue)
+    head = make(chunk)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
@@ -54,7 +94,7 @@ def child(batch: int, chunk: int | None, device: str, threads: int) -> dict:
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
-    loss = head(z).loss
+    loss = head(z, **extras).loss
     loss.backward()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -67,8 +107,9 @@ def child(batch: int, chunk: int | None, device: str, threads: int) -> dict:
             "grad_norm": z.grad.norm().item()}
 
 
-def run_child(batch: int, chunk: int | None, device, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.chunked", str(batch), str(chunk), str(device), str(threads)]
+def run_child(head: str, batch: int, queue: int, chunk: int | None, device, threads: int) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.chunked", head, str(batch), str(queue), str(chunk),
+           str(device), str(threads)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0:
@@ -80,35 +121,45 @@ def run_child(batch: int, chunk: int | None, device, threads: int) -> dict:
 def section_chunked(args, device) -> dict:
     batches = QUICK_BATCHES if args.quick else BATCHES
     chunk = 128 if args.quick else CHUNK
+    queue = QUICK_QUEUE if args.quick else QUEUE
     threads = torch.get_num_threads()
     rows = []
-    for batch in batches:
-        n = batch * VIEWS
-        dense_estimate = DENSE_COPIES * 4 * n * n
-        free = available_bytes() if device.type == "cpu" else torch.cuda.mem_get_info(device)[0]
-        results = {}
-        for name, size in (("dense", None), (f"chunked, chunk_size={chunk}", chunk)):
-            if size is None and free is not None and dense_estimate > 0.7 * free:
-                results[name] = {"skipped": f"needs about {dense_estimate / 2**30:.1f} GiB, "
-                                            f"{free / 2**30:.1f} GiB available"}
-                continue
-            results[name] = run_child(batch, size, device, threads)
-        dense = results["dense"]
-        for name, res in results.items():
-            row = {"name": f"B={batch}: {name}", "batch": batch, "rows": n, "dim": DIM,
-                   "views": VIEWS, "chunk_size": None if name == "dense" else chunk,
-                   "dense_estimate_gib": round(dense_estimate / 2**30, 2), **res}
-            if "peak_bytes" in res:
-                row["peak_mib"] = round(res["peak_bytes"] / 2**20, 1)
-            if name != "dense" and "seconds" in res and "seconds" in dense:
-                row[RATIO_KEY] = res["seconds"] / dense["seconds"]
-                row["memory_ratio_to_dense"] = res["peak_bytes"] / max(1, dense["peak_bytes"])
-                row["loss_difference"] = abs(res["loss"] - dense["loss"])
-                row["grad_norm_difference"] = abs(res["grad_norm"] - dense["grad_norm"])
-            rows.append(row)
+    for head in HEADS:
+        # --quick is a smoke test: one batch per head after the first, each child costs an import
+        for batch in batches if not args.quick or head == HEADS[0] else batches[:1]:
+            elements = big_matrix_elements(head, batch, queue)
+            dense_estimate = DENSE_COPIES[head] * 4 * elements
+            free = available_bytes() if device.type == "cpu" else torch.cuda.mem_get_info(device)[0]
+            results = {}
+            for name, size in (("dense", None), (f"chunked, chunk_size={chunk}", chunk)):
+                if size is None and free is not None and dense_estimate > 0.7 * free:
+                    results[name] = {"skipped": f"needs about {dense_estimate / 2**30:.1f} GiB, "
+                                                f"{free / 2**30:.1f} GiB available"}
+                    continue
+                results[name] = run_child(head, batch, queue, size, device, threads)
+                results[name]["loadavg_1m"] = round(os.getloadavg()[0], 2)
+            dense = results["dense"]
+            for name, res in results.items():
+                row = {"name": f"{head} B={batch}: {name}", "head": head, "batch": batch,
+                       "rows": batch * VIEWS if head == "InfoNCE" else batch,
+                       "queue": queue if head == "MoCo" else None, "dim": DIM,
+                       "views": 2 if head == "MoCo" else VIEWS,
+                       "chunk_size": None if name == "dense" else chunk,
+                       "matrix_mib": round(4 * elements / 2**20, 1),
+                       "dense_estimate_gib": round(dense_estimate / 2**30, 2), **res}
+                if "peak_bytes" in res:
+                    row["peak_mib"] = round(res["peak_bytes"] / 2**20, 1)
+                if name != "dense" and "seconds" in res and "seconds" in dense:
+                    row[RATIO_KEY] = res["seconds"] / dense["seconds"]
+                    row["memory_ratio_to_dense"] = res["peak_bytes"] / max(1, dense["peak_bytes"])
+                    row["loss_difference"] = abs(res["loss"] - dense["loss"])
+                    row["grad_norm_difference"] = abs(res["grad_norm"] - dense["grad_norm"])
+                rows.append(row)
     return {
-        "title": f"chunked log-sum-exp: InfoNCE forward+backward, dense vs chunked (V={VIEWS}, D={DIM})",
+        "title": f"chunked heads: forward+backward, dense vs chunk_size={chunk} (D={DIM}; "
+                 f"V={VIEWS}; MoCo: queue {queue})",
         "settings": {"batches": list(batches), "chunk_size": chunk, "dim": DIM, "views": VIEWS,
+                     "heads": list(HEADS), "moco_queue": queue,
                      "device": str(device), "torch_threads": threads,
                      "note": "one forward+backward per variant, each in its own process; peak = "
                              "growth of max RSS (CPU) or max_memory_allocated (CUDA) over the "
@@ -119,22 +170,24 @@ def section_chunked(args, device) -> dict:
 
 
 def table(sec: dict) -> tuple[list[str], list[list[str]]]:
-    cols = ["variant", "seconds", "peak MiB", "time x dense", "memory x dense", "|loss - dense|"]
+    cols = ["variant", "seconds", "peak MiB", "time x dense", "memory x dense", "|loss - dense|",
+            "load 1m"]
     cells = []
     for r in sec["rows"]:
         if "seconds" not in r:
-            cells.append([r["name"], r.get("skipped") or r.get("error", ""), "", "", "", ""])
+            cells.append([r["name"], r.get("skipped") or r.get("error", ""), "", "", "", "", ""])
             continue
         ratio = r.get(RATIO_KEY)
         cells.append([r["name"], f"{r['seconds']:.2f}", f"{r['peak_mib']:,.0f}",
                       "-" if ratio is None else f"{ratio:.2f}",
                       "-" if ratio is None else f"{r['memory_ratio_to_dense']:.3f}",
-                      "-" if ratio is None else f"{r['loss_difference']:.1e}"])
+                      "-" if ratio is None else f"{r['loss_difference']:.1e}",
+                      f"{r.get('loadavg_1m', float('nan')):.1f}"])
     return cols, cells
 
 
 run = section_chunked
 
 if __name__ == "__main__":
-    b, c, dev, t = sys.argv[1:5]
-    print(json.dumps(child(int(b), None if c == "None" else int(c), dev, int(t))))
+    h, b, q, c, dev, t = sys.argv[1:7]
+    print(json.dumps(child(h, int(b), int(q), None if c == "None" else int(c), dev, int(t))))

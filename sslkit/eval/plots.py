@@ -271,7 +271,9 @@ def plot_weights(records: list[dict], max_samples: int, rng: np.random.Generator
         d, w = _subsample(t["pos_pair_sqdist"], t["pos_pair_weight"],
                           torch.ones_like(t["pos_pair_sqdist"], dtype=torch.bool), max_samples, rng)
         ax_pos.scatter(d, w, s=4, color=colour, alpha=0.5, linewidths=0, label=label)
-        eye = torch.eye(batch, dtype=torch.bool).expand_as(t["neg_pair_sqdist"])
+        # [P, rows, B]: all B query rows, or the first block of a chunked head
+        neg = t["neg_pair_sqdist"]
+        eye = torch.eye(*neg.shape[-2:], dtype=torch.bool).expand_as(neg)
         d, w = _subsample(t["neg_pair_sqdist"], t["neg_pair_weight"], ~eye, max_samples, rng)
         ax_neg.scatter(d, w, s=4, color=colour, alpha=0.4, linewidths=0, label=label)
     ax_pos.axhline(1 / (views - 1), color="grey", linestyle="--", linewidth=1,

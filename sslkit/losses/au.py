@@ -10,21 +10,37 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast
+from sslkit.losses.chunked import check_chunk_size, map_row_blocks
 
 
-def log_mean_gaussian_potential(x: Tensor, t: float) -> Tensor:
+def log_mean_gaussian_potential(x: Tensor, t: float, chunk_size: int | None = None) -> Tensor:
     r"""Uniformity :math:`\log \operatorname{mean}_{i \ne j} e^{-t\|x_i - x_j\|^2}` of ``x[..., n, d]``.
 
     Over the unordered pairs (what ``torch.pdist`` gives; the ordered mean is the same number),
     as a log-sum-exp so that it neither underflows nor needs ``pdist``'s square root.
+    ``chunk_size``: rows i per block of the n x n distances (each row's log-sum-exp, then one
+    over the rows; memory O(chunk_size x n) forward and backward); ``None``: all at once.
     """
     n = x.shape[-2]
+    if chunk_size is not None and chunk_size < n:
+        dim = x.dim() - 2
+        (rows,) = map_row_blocks(_potential_rows, x, chunk_size, x, t, dim=dim)
+        return rows.logsumexp(dim=-1) - math.log(n * (n - 1))
     sq = x.square().sum(dim=-1)
     d2 = (sq[..., :, None] + sq[..., None, :] - 2.0 * (x @ x.transpose(-1, -2))).clamp_min(0.0)
     eye = torch.eye(n, dtype=torch.bool, device=x.device)
     return (-t * d2).masked_fill(eye, float("-inf")).flatten(-2).logsumexp(dim=-1) - math.log(
         n * (n - 1)
     )
+
+
+def _potential_rows(block: Tensor, start: int, x: Tensor, t: float) -> tuple[Tensor]:
+    """``[..., c]``: log-sum-exp over j != i of -t ||x_i - x_j||^2, rows i = start..start+c-1."""
+    d2 = (block.square().sum(-1)[..., :, None] + x.square().sum(-1)[..., None, :]
+          - 2.0 * (block @ x.transpose(-1, -2))).clamp_min(0.0)
+    rows = torch.arange(start, start + block.shape[-2], device=x.device)
+    eye = rows[:, None] == torch.arange(x.shape[-2], device=x.device)[None, :]
+    return ((-t * d2).masked_fill(eye, float("-inf")).logsumexp(dim=-1),)
 
 
 class AlignUniform(nn.Module):
@@ -51,6 +67,10 @@ class AlignUniform(nn.Module):
         align_w: weight of the alignment term (official default 1).
         unif_w: weight of the uniformity term (official default 1).
         normalize: L2-normalise the projections (the official encoder ends with an L2Norm).
+        chunk_size: rows per block of each view's B x B uniformity distances, computed a block
+            at a time forward and recomputed in backward (memory O(V x chunk_size x B) instead
+            of O(V x B^2), same values; :func:`sslkit.losses.chunked.map_row_blocks`);
+            ``None``: all rows at once.
 
     Example::
 
@@ -73,6 +93,7 @@ class AlignUniform(nn.Module):
         align_w: float = 1.0,
         unif_w: float = 1.0,
         normalize: bool = True,
+        chunk_size: int | None = None,
     ):
         super().__init__()
         if not alpha > 0:
@@ -84,6 +105,8 @@ class AlignUniform(nn.Module):
         self.align_w = align_w
         self.unif_w = unif_w
         self.normalize = normalize
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
 
     def forward(self, z: Tensor, **_: object) -> LossOutput:
         check_views(z)
@@ -95,6 +118,6 @@ class AlignUniform(nn.Module):
             first, second = torch.triu_indices(views, views, offset=1, device=x.device)
             dist = torch.linalg.vector_norm(x[:, first] - x[:, second], dim=-1)
             align = dist.pow(self.alpha).mean()
-            unif = log_mean_gaussian_potential(x.transpose(0, 1), self.t).mean()
+            unif = log_mean_gaussian_potential(x.transpose(0, 1), self.t, self.chunk_size).mean()
             loss = self.align_w * align + self.unif_w * unif
         return LossOutput(loss, detached_logs(align=align, unif=unif))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.chunked import check_chunk_size, map_row_blocks
 
 WEIGHTINGS = ("full", "uniform_pos", "uniform_neg", "uniform")
 
@@ -84,6 +85,10 @@ class CACR(nn.Module):
             disagree: the CIFAR/STL code differentiates through them (default False); the
             MoCo-style code paths detach them.
         normalize: L2-normalise the projections first (the official encoder's last layer does).
+        chunk_size: query rows per block of the repulsion's ``[P, B, B]`` distances and
+            weights, computed a block at a time forward and recomputed in backward (memory
+            O(P x chunk_size x B) instead of O(P x B^2), same values and gradients; see
+            :func:`sslkit.losses.chunked.map_row_blocks`); ``None``: all rows at once.
 
     Logs: ``attraction``, ``repulsion``; ``pos_w_entropy``/``pos_w_max`` and
     ``neg_w_entropy``/``neg_w_max`` (mean entropy and mean largest weight of the conditional
@@ -92,7 +97,9 @@ class CACR(nn.Module):
     training module logs only scalars): ``pos_pair_sqdist``/``pos_pair_weight`` ``[B, V, V-1]``
     (distance and weight :math:`w^+` of every query-positive pair) and
     ``neg_pair_sqdist``/``neg_pair_weight`` ``[P, B, B]`` (every query-negative pair of each
-    view pair; the diagonal, the positive pair, has weight 0).
+    view pair; the diagonal, the positive pair, has weight 0). With ``chunk_size < B`` these two
+    cover the first block of queries only, ``[P, chunk_size, B]`` (query i's positive pair is
+    column i); the scalar logs cover every query.
 
     Example::
 
@@ -119,9 +126,11 @@ class CACR(nn.Module):
         tau_plus: float = 0.1,
         detach_weights: bool = False,
         normalize: bool = True,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check_nonnegative(alpha=alpha, beta=beta)
+        check_chunk_size(chunk_size)
         check_positive(tau_pos=tau_pos, tau_neg=tau_neg)
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
@@ -141,13 +150,14 @@ class CACR(nn.Module):
         self.tau_plus = float(tau_plus)
         self.detach_weights = bool(detach_weights)
         self.normalize = bool(normalize)
+        self.chunk_size = chunk_size
 
     def extra_repr(self) -> str:
         return (
             f"alpha={self.alpha}, beta={self.beta}, tau_pos={self.tau_pos}, "
             f"tau_neg={self.tau_neg}, weighting={self.weighting!r}, debiased={self.debiased}, "
             f"tau_plus={self.tau_plus}, detach_weights={self.detach_weights}, "
-            f"normalize={self.normalize}"
+            f"normalize={self.normalize}, chunk_size={self.chunk_size}"
         )
 
     def forward(self, z: Tensor, **_: object) -> LossOutput:
@@ -166,41 +176,60 @@ class CACR(nn.Module):
                 w_pos = torch.full_like(d_pos, 1.0 / (views - 1))
             attraction = self.alpha * (w_pos * d_pos).sum(-1).mean()
 
-            # repulsion: every view pair x < y, query u^x_i against u^y_j (j != i): [P, B, B]
+            # repulsion: every view pair x < y, query u^x_i against u^y_j (j != i): [P, B, B],
+            # built a block of query rows at a time when chunked (each row's softmax is its own)
             xs, ys = torch.triu_indices(views, views, offset=1, device=u.device)
-            d_neg = sqdist(u[:, xs].transpose(0, 1), u[:, ys].transpose(0, 1))
-            eye = torch.eye(batch, dtype=torch.bool, device=u.device)
-            if self.weighting in ("full", "uniform_pos"):
-                logits = -self.tau_neg * (d_neg.detach() if self.detach_weights else d_neg)
-                w_neg = torch.softmax(logits.masked_fill(eye, float("-inf")), dim=-1)
-            else:
-                w_neg = (~eye).to(d_neg.dtype).expand_as(d_neg) / (batch - 1)
-            rep = -self.beta * (w_neg * d_neg).sum(-1)  # [P, B], w_neg is 0 on the diagonal
-            if self.debiased:
-                pos = d_neg.diagonal(dim1=-2, dim2=-1)
-                rep = (rep - self.tau_plus * pos) / (1.0 - self.tau_plus)
+            queries, others = u[:, xs].transpose(0, 1), u[:, ys].transpose(0, 1)  # [P, B, D]
+            pairs = {"keep": True}
+            rep, neg_entropy, neg_max, neg_dsum = map_row_blocks(
+                self._repulsion_rows, queries, self.chunk_size, others, pairs, dim=1)
+            pairs["keep"] = False  # a block recomputed in backward keeps nothing
             repulsion = rep.mean()
             loss = attraction + repulsion
 
             with torch.no_grad():
-                n_neg = d_neg.shape[0] * batch * (batch - 1)
-                neg_sqdist = (d_neg.sum() - d_neg.diagonal(dim1=-2, dim2=-1).sum()) / n_neg
+                n_neg = rep.shape[0] * batch * (batch - 1)
                 logs = detached_logs(
                     attraction=attraction,
                     repulsion=repulsion,
                     pos_w_entropy=entropy(w_pos).mean(),
                     pos_w_max=w_pos.amax(-1).mean(),
-                    neg_w_entropy=entropy(w_neg).mean(),
-                    neg_w_max=w_neg.amax(-1).mean(),
+                    neg_w_entropy=neg_entropy.mean(),
+                    neg_w_max=neg_max.mean(),
                     pos_sqdist=d_pos.mean(),
-                    neg_sqdist=neg_sqdist,
+                    neg_sqdist=neg_dsum.sum() / n_neg,
                     # per-pair samples for the weight-vs-distance picture (not logged as scalars)
                     pos_pair_sqdist=d_pos,
                     pos_pair_weight=w_pos,
-                    neg_pair_sqdist=d_neg,
-                    neg_pair_weight=w_neg,
+                    neg_pair_sqdist=pairs["sqdist"],
+                    neg_pair_weight=pairs["weight"],
                 )
         return LossOutput(loss, logs)
+
+    def _repulsion_rows(self, q: Tensor, start: int, others: Tensor, pairs: dict
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Query rows ``start:start+c`` (``q`` ``[P, c, D]``) against every row of ``others``
+        ``[P, B, D]``: each query's repulsion ``[P, c]`` and, without gradient, the entropy and
+        largest value of its negative weights and the sum of its negative squared distances.
+        The first block's ``[P, c, B]`` distances and weights go to ``pairs`` (for pictures)."""
+        batch = others.shape[1]
+        d_neg = sqdist(q, others)
+        rows = torch.arange(start, start + q.shape[1], device=q.device)
+        eye = rows[:, None] == torch.arange(batch, device=q.device)[None, :]  # the positive pair
+        if self.weighting in ("full", "uniform_pos"):
+            logits = -self.tau_neg * (d_neg.detach() if self.detach_weights else d_neg)
+            w_neg = torch.softmax(logits.masked_fill(eye, float("-inf")), dim=-1)
+        else:
+            w_neg = (~eye).to(d_neg.dtype).expand_as(d_neg) / (batch - 1)
+        rep = -self.beta * (w_neg * d_neg).sum(-1)  # [P, c], w_neg is 0 on the positive pair
+        if self.debiased:
+            pos = d_neg.diagonal(offset=start, dim1=-2, dim2=-1)
+            rep = (rep - self.tau_plus * pos) / (1.0 - self.tau_plus)
+        if start == 0 and pairs["keep"]:
+            pairs["sqdist"], pairs["weight"] = d_neg.detach(), w_neg.detach()
+        with torch.no_grad():
+            stats = (entropy(w_neg), w_neg.amax(-1), d_neg.masked_fill(eye, 0.0).sum(-1))
+        return (rep, *stats)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,15 +13,31 @@ each block in backward (the gradient of :math:`\ell_a` is the softmax row, rebui
 per block. ``chunk_size=None`` is the dense path with plain autograd.
 
 Used by the heads with a ``chunk_size`` argument (``loss.chunk_size``): InfoNCE, DCL (debiased
-and decoupled), HCL and RINCE. Still dense: MoCo (``[B, Q]`` logits against a queue), CACR/CCT,
-AU, and the GCA heads, whose Sinkhorn iterations normalise whole columns as well as rows.
+and decoupled), HCL and RINCE.
+
+Heads whose per-row terms are more than a log-sum-exp use :func:`map_row_blocks` instead: a
+block of query rows at a time under activation checkpointing (``torch.utils.checkpoint``,
+recomputation in backward), the same bound for any row-wise function. MoCo: the ``[B, Q]``
+logits against the queue; CACR/CCT: the ``[P, B, B]`` repulsion (each query's softmax is over
+its own row); AU: each view's B x B uniformity distances (a log-sum-exp per row, then one over
+the rows). :func:`row_logsumexp` keeps its hand-written backward, which rebuilds the softmax
+from the saved result instead of re-running the block's forward: measured 0.7x the time and
+0.7x the peak memory of the same log-sum-exp through :func:`map_row_blocks` (N = 8192,
+D = 128, chunk 1024, one thread, side by side).
+
+Still dense: the GCA heads, whose Sinkhorn iterations normalise whole columns as well as rows,
+so every iteration needs the whole matrix; not chunked yet: the momentum-encoder CACR variants
+(``cacr_moco``, ``cacr_mocov3``) and decoupled uniformity (``dunif``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 
 def _block(u: Tensor, start: int, stop: int, scale: float, ids: Tensor | None) -> Tensor:
@@ -102,3 +118,32 @@ def row_softmax_stats(u: Tensor, scale: float, ids: Tensor | None, lse: Tensor,
         entropy[start:stop] = lse[start:stop] - (weights * finite).sum(dim=1)
         largest[start:stop] = weights.amax(dim=1)
     return entropy, largest
+
+
+def map_row_blocks(fn: Callable[..., tuple[Tensor, ...]], rows: Tensor, chunk_size: int | None,
+                   *args: object, dim: int = 0) -> tuple[Tensor, ...]:
+    """``fn(block, start, *args)`` on blocks of ``chunk_size`` rows of ``rows`` along ``dim``
+    (``start``: the block's first row), each output concatenated along ``dim`` over the blocks.
+
+    ``fn`` returns a tuple of per-row tensors (the block's rows along ``dim``). Each block runs
+    under activation checkpointing (``torch.utils.checkpoint``, non-reentrant): its
+    intermediates are dropped after its forward and recomputed in backward, one block at a time,
+    so memory beyond the inputs and outputs is that of one block, forward and backward.
+    ``chunk_size=None`` (or ``>= rows``): one call of ``fn`` on all rows with plain autograd.
+    Work ``fn`` does under ``torch.no_grad()`` (logs) saves nothing for backward.
+    """
+    check_chunk_size(chunk_size)
+    n = rows.shape[dim]
+    if chunk_size is None or chunk_size >= n:
+        return tuple(fn(rows, 0, *args))
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (rows, *args))
+    outs = []
+    for start in range(0, n, chunk_size):
+        block = rows.narrow(dim, start, min(chunk_size, n - start))
+        if needs_grad:
+            outs.append(checkpoint(fn, block, start, *args, use_reentrant=False,
+                                   preserve_rng_state=False))
+        else:
+            outs.append(fn(block, start, *args))
+    return tuple(torch.cat(parts, dim=dim) for parts in zip(*outs))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.losses.base import LossOutput, detached_logs, upcast, view_major
+from sslkit.losses.chunked import check_chunk_size, map_row_blocks
 
 
 class MoCo(nn.Module):
@@ -46,6 +47,10 @@ class MoCo(nn.Module):
         normalize: L2-normalise queries and keys (the official model does).
         shuffle_bn: the training module runs the key encoder with shuffle BN (the official
             builder shuffles; ``model.shuffle_bn_groups`` sets the groups in one process).
+        chunk_size: queries per block of the ``[B, Q]`` logits against the queue, computed a
+            block at a time forward and recomputed in backward (memory O(chunk_size x Q)
+            instead of O(B x Q), same values and gradients; see
+            :func:`sslkit.losses.chunked.map_row_blocks`); ``None``: all B rows at once.
 
     Example::
 
@@ -71,6 +76,7 @@ class MoCo(nn.Module):
         queue_size: int = 4096,
         normalize: bool = True,
         shuffle_bn: bool = True,
+        chunk_size: int | None = None,
     ):
         super().__init__()
         if not temperature > 0:
@@ -84,6 +90,8 @@ class MoCo(nn.Module):
         self.queue_size = int(queue_size)
         self.normalize = normalize
         self.shuffle_bn = bool(shuffle_bn)
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
 
     def enqueue(self, k: Tensor) -> Tensor:
         """Rows ``[(V-1)*B, D]`` to push into the queue: the keys used as positives (``k`` as
@@ -116,16 +124,27 @@ class MoCo(nn.Module):
                 q = F.normalize(q, dim=-1)
                 keys = F.normalize(keys, dim=-1)
             l_pos = torch.einsum("bd,bwd->bw", q, keys) / self.temperature
-            l_neg = (q @ queue.detach().to(q.dtype).T) / self.temperature
-            neg_lse = l_neg.logsumexp(dim=1, keepdim=True)
-            loss = (torch.logaddexp(l_pos, neg_lse) - l_pos).mean()
+            queue_t = queue.detach().to(q.dtype).T
+            neg_lse, largest, total = map_row_blocks(
+                _queue_block, q, self.chunk_size, queue_t, self.temperature)
+            loss = (torch.logaddexp(l_pos, neg_lse[:, None]) - l_pos).mean()
             with torch.no_grad():
-                if l_neg.shape[1]:
-                    hit = l_pos > l_neg.amax(dim=1, keepdim=True)
-                else:
-                    hit = torch.ones_like(l_pos, dtype=torch.bool)
+                hit = l_pos > largest[:, None]  # largest is -inf for an empty queue: all hit
                 pos_sim = l_pos.mean() * self.temperature
-                neg_sim = l_neg.mean() * self.temperature if l_neg.numel() else l_pos.new_zeros(())
+                n_neg = batch * queue.shape[0]
+                neg_sim = total.sum() / n_neg * self.temperature if n_neg else l_pos.new_zeros(())
         return LossOutput(
             loss, detached_logs(pos_sim=pos_sim, neg_sim=neg_sim, acc1=hit.float().mean())
         )
+
+
+def _queue_block(q: Tensor, start: int, queue_t: Tensor, temperature: float
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """For each query row of ``q``: the log-sum-exp of its logits against the queue (``queue_t``
+    ``[D, Q]``) and, without gradient, their largest value (-inf if Q = 0) and their sum."""
+    l_neg = (q @ queue_t) / temperature
+    lse = l_neg.logsumexp(dim=1)
+    with torch.no_grad():
+        largest = l_neg.amax(dim=1) if l_neg.shape[1] else torch.full_like(lse, float("-inf"))
+        total = l_neg.sum(dim=1)
+    return lse, largest, total
