@@ -1,6 +1,7 @@
 """``precision`` section: images/s of the real module's training step (``training_step``,
 backward, optimiser step) in fp32 (NCHW), fp32 channels_last (the default config), bf16 autocast,
-torch.compile of the encoder, and the other torch thread count."""
+the encoder in micro-batches (``model.micro_batch``), torch.compile of the encoder, and the
+other torch thread count."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def section_precision(args, device) -> dict:
     iters = max(1, args.iters // 2)
 
     def make(channels_last: bool, autocast_dtype=None, compile_encoder: bool = False,
-             threads: int | None = None):
+             threads: int | None = None, micro_batch: int | None = None):
         state: dict = {}
         default_threads = torch.get_num_threads()
 
@@ -35,6 +36,7 @@ def section_precision(args, device) -> dict:
                 module.to(memory_format=torch.contiguous_format)
             if compile_encoder:
                 module.online.encoder.compile()  # what model.compile_encoder=true does
+            module.micro_batch = micro_batch  # what model.micro_batch=N does
             module.train()
             opt, sched = plain_optimizer(cfg, module, 10**6)
             state["step"] = module_step(module, opt, sched, autocast_dtype)
@@ -71,6 +73,12 @@ def section_precision(args, device) -> dict:
         ("fp32, channels_last (default config)", dict(channels_last=True)),
         ("bf16 autocast, channels_last", dict(channels_last=True, autocast_dtype=torch.bfloat16)),
         ("bf16 autocast, NCHW", dict(channels_last=False, autocast_dtype=torch.bfloat16)),
+        (f"bf16 autocast, channels_last, model.micro_batch={BATCH} (one encoder call per view)",
+         dict(channels_last=True, autocast_dtype=torch.bfloat16, micro_batch=BATCH)),
+        (f"bf16 autocast, channels_last, model.micro_batch={BATCH // 2}",
+         dict(channels_last=True, autocast_dtype=torch.bfloat16, micro_batch=BATCH // 2)),
+        (f"fp32, channels_last, model.micro_batch={BATCH} (one encoder call per view)",
+         dict(channels_last=True, micro_batch=BATCH)),
         ("torch.compile(encoder), fp32, channels_last", dict(channels_last=True, compile_encoder=True)),
         ("torch.compile(encoder), fp32, NCHW", dict(channels_last=False, compile_encoder=True)),
     ]

@@ -60,6 +60,7 @@ class ContrastiveModule(L.LightningModule):
         predictor: Callable[[int], MLP] | None = None,
         momentum_schedule: str = "constant",
         channels_last: bool = False,
+        micro_batch: int | None = None,
         compile_encoder: bool = False,
         nonfinite: str = "stop",
         max_nonfinite_skips: int = 10,
@@ -102,6 +103,11 @@ class ContrastiveModule(L.LightningModule):
         self.weight_decay, self.warmup_epochs = weight_decay, warmup_epochs
         self.final_lr_ratio = final_lr_ratio
         self.channels_last = channels_last
+        if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int)
+                                        or micro_batch < 1):
+            raise ConfigError(f"model.micro_batch={micro_batch!r}: give a positive number of rows "
+                              "per encoder call, or null for every view of a step in one call")
+        self.micro_batch = micro_batch
         self.config = config or {}
         self.guard = NonFiniteGuard(nonfinite, max_nonfinite_skips)
         self._augment_gen: torch.Generator | None = None
@@ -119,14 +125,21 @@ class ContrastiveModule(L.LightningModule):
                     ) -> tuple[Tensor, Tensor]:
         """Run views of equal size as one batch (shared BatchNorm statistics, like SimCLR's
         concatenated batch), through ``run`` if given (shuffle BN); returns features and
-        projections as ``[B, V, *]``."""
+        projections as ``[B, V, *]``. With ``micro_batch`` (and no ``run``) the batch goes
+        through ``net`` in calls of at most that many rows, each with its own BatchNorm
+        statistics (``micro_batch = B``: one call per view)."""
         feats: list[Tensor | None] = [None] * len(views)
         projs: list[Tensor | None] = [None] * len(views)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, v in enumerate(views):
             by_size.setdefault(tuple(v.shape[1:]), []).append(i)
         for idx in by_size.values():
-            h, z = (run or net)(self._layout(torch.cat([views[i] for i in idx])))
+            x = self._layout(torch.cat([views[i] for i in idx]))
+            if run is None and self.micro_batch is not None and len(x) > self.micro_batch:
+                parts = [net(self._layout(c)) for c in x.split(self.micro_batch)]
+                h, z = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            else:
+                h, z = (run or net)(x)
             for j, (hj, zj) in enumerate(zip(h.chunk(len(idx)), z.chunk(len(idx)))):
                 feats[idx[j]], projs[idx[j]] = hj, zj
         return torch.stack(feats, 1), torch.stack(projs, 1)
