@@ -241,14 +241,16 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
 
 def build_report(sweep_dir: Path | list[Path], metrics: list[str], seed_key: str = "seed",
                  where: dict[str, str] | None = None, compare: tuple[str, str] | None = None,
-                 keys: list[str] | None = None) -> dict:
-    """Everything the table, CSV and plot show; also what tests check."""
+                 keys: list[str] | None = None, group_by: list[str] | None = None) -> dict:
+    """Everything the table, CSV and plot show; also what tests check. ``group_by``: the rows
+    are exactly these keys' values (read from each run's config where no override names them),
+    whatever else differs between the runs (how a setting was written, data paths)."""
     dirs = [sweep_dir] if isinstance(sweep_dir, Path) else list(sweep_dir)
     runs = [r for d in dirs for r in find_runs(d)]
-    fill_from_configs(runs, keys)
+    fill_from_configs(runs, [*(keys or []), *(group_by or []), *([seed_key] if group_by else [])])
     runs = [r for r in runs if matches(r, where or {})]
     done = [r for r in runs if r.summary is not None]
-    swept = swept_keys(runs)
+    swept = swept_keys(runs) if not group_by else [k for k in group_by if k != seed_key] + [seed_key]
     group_keys = [k for k in swept if k != seed_key]
     fixed = {k: v for k, v in (runs[0].overrides.items() if runs else []) if k not in swept}
     rows = []
@@ -583,6 +585,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="config keys to group by although no override names them (read from each "
                              "run's .hydra/config.yaml; a config group's choice from .hydra/hydra.yaml), "
                              "e.g. augment.recrop_p to tell two sweeps apart")
+    parser.add_argument("--group-by", nargs="+", metavar="KEY",
+                        help="one row per value of exactly these keys (from the overrides, else each "
+                             "run's config), pooling runs that reached the same setting by different "
+                             "overrides, e.g. loss adversarial.w_div adversarial.sam_rho")
     parser.add_argument("--out", type=Path, help="where report.csv/png go (default: the first sweep dir)")
     parser.add_argument("--markdown", action="store_true", help="print the table as GitHub markdown")
     parser.add_argument("--scatter", nargs=2, metavar=("X", "Y"),
@@ -602,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     compare = tuple(args.compare.split("=", 1)) if args.compare else None
     metrics = list(dict.fromkeys([*args.metrics, args.plot_metric, *(args.scatter or [])]))
     try:
-        report = build_report(args.sweep_dir, metrics, args.seed_key, where, compare, args.keys)
+        report = build_report(args.sweep_dir, metrics, args.seed_key, where, compare, args.keys,
+                              args.group_by)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -305,3 +305,27 @@ def test_tiny_multirun_and_report(tmp_path):
             assert float(row[f"{metric}_mean"]) == pytest.approx(statistics.mean(values), rel=1e-9)
             ci = 12.706205 * statistics.stdev(values) / math.sqrt(2)  # t(0.975, 1)
             assert float(row[f"{metric}_ci95"] or 0) == pytest.approx(ci, rel=1e-6, abs=1e-12)
+
+
+def test_report_group_by_pools_runs_that_reached_a_setting_by_different_overrides(tmp_path):
+    """One set of runs chose its arm through a config group (adversarial=pgd_gan), another set
+    overrode the key itself (adversarial.w_div=0.1) and a data path: --group-by pools them by
+    the value the runs' configs hold."""
+    report_mod = load_report_module()
+    write_runs(tmp_path / "sweep", [([f"adversarial={arm}", f"seed={s}"], acc + s / 100)
+                                    for arm, acc in (("pgd", 0.60), ("pgd_gan", 0.70)) for s in (1, 2)])
+    for run in (tmp_path / "sweep").iterdir():
+        w_div = 0.0 if int(run.name) < 2 else 0.1
+        (run / ".hydra" / "config.yaml").write_text(f"seed: {1 + int(run.name) % 2}\nadversarial:\n  w_div: {w_div}\n")
+    write_runs(tmp_path / "single", [(["adversarial.w_div=0.1", "data.root=/elsewhere"], 0.73)])
+    (tmp_path / "single" / "0" / ".hydra" / "config.yaml").write_text("seed: 0\nadversarial:\n  w_div: 0.1\n")
+    rep = report_mod.build_report([tmp_path / "sweep", tmp_path / "single"], ["linear_probe_top1"],
+                                  group_by=["adversarial.w_div"])
+    assert rep["keys"] == ["adversarial.w_div"]
+    rows = {r["adversarial.w_div"]: r for r in rep["rows"]}
+    assert sorted(rows) == ["0.0", "0.1"] and rows["0.1"]["n"] == 3 and rows["0.1"]["seeds"] == "0 1 2"
+    assert math.isclose(rows["0.1"]["linear_probe_top1_mean"], statistics.mean([0.71, 0.72, 0.73]))
+    assert math.isclose(rows["0.0"]["linear_probe_top1_mean"], statistics.mean([0.61, 0.62]))
+    # without it, the differently written runs stay apart
+    plain = report_mod.build_report([tmp_path / "sweep", tmp_path / "single"], ["linear_probe_top1"])
+    assert len(plain["rows"]) == 3
