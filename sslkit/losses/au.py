@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast
+from sslkit.losses.base import LossOutput, check_views, detached_logs, sqdist, upcast
 from sslkit.losses.chunked import check_chunk_size, map_row_blocks
 
 
@@ -22,22 +22,13 @@ def log_mean_gaussian_potential(x: Tensor, t: float, chunk_size: int | None = No
     over the rows; memory O(chunk_size x n) forward and backward); ``None``: all at once.
     """
     n = x.shape[-2]
-    if chunk_size is not None and chunk_size < n:
-        dim = x.dim() - 2
-        (rows,) = map_row_blocks(_potential_rows, x, chunk_size, x, t, dim=dim)
-        return rows.logsumexp(dim=-1) - math.log(n * (n - 1))
-    sq = x.square().sum(dim=-1)
-    d2 = (sq[..., :, None] + sq[..., None, :] - 2.0 * (x @ x.transpose(-1, -2))).clamp_min(0.0)
-    eye = torch.eye(n, dtype=torch.bool, device=x.device)
-    return (-t * d2).masked_fill(eye, float("-inf")).flatten(-2).logsumexp(dim=-1) - math.log(
-        n * (n - 1)
-    )
+    (rows,) = map_row_blocks(_potential_rows, x, chunk_size, x, t, dim=x.dim() - 2)
+    return rows.logsumexp(dim=-1) - math.log(n * (n - 1))
 
 
 def _potential_rows(block: Tensor, start: int, x: Tensor, t: float) -> tuple[Tensor]:
     """``[..., c]``: log-sum-exp over j != i of -t ||x_i - x_j||^2, rows i = start..start+c-1."""
-    d2 = (block.square().sum(-1)[..., :, None] + x.square().sum(-1)[..., None, :]
-          - 2.0 * (block @ x.transpose(-1, -2))).clamp_min(0.0)
+    d2 = sqdist(block, x)
     rows = torch.arange(start, start + block.shape[-2], device=x.device)
     eye = rows[:, None] == torch.arange(x.shape[-2], device=x.device)[None, :]
     return ((-t * d2).masked_fill(eye, float("-inf")).logsumexp(dim=-1),)

@@ -73,3 +73,10 @@ def view_major(z: Tensor) -> Tensor:
 def instance_ids(batch: int, views: int, device: torch.device | None = None) -> Tensor:
     """Instance index of each row of :func:`view_major` output."""
     return torch.arange(batch, device=device).repeat(views)
+
+
+def sqdist(a: Tensor, b: Tensor) -> Tensor:
+    """Batched squared Euclidean distances ``[..., n, d] x [..., m, d] -> [..., n, m]``."""
+    aa = a.pow(2).sum(-1)
+    bb = b.pow(2).sum(-1)
+    return (aa.unsqueeze(-1) + bb.unsqueeze(-2) - 2.0 * (a @ b.transpose(-2, -1))).clamp_min(0.0)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.base import LossOutput, check_views, detached_logs, sqdist
 from sslkit.losses.chunked import check_chunk_size, map_row_blocks
 
 WEIGHTINGS = ("full", "uniform_pos", "uniform_neg", "uniform")
@@ -283,13 +283,6 @@ def prepare(x: Tensor, normalize: bool, dtype: torch.dtype | None = None) -> Ten
     """Upcast below-float32 inputs (or to ``dtype``) and L2-normalise the last dim if asked."""
     x = x.to(dtype or compute_dtype(x))
     return F.normalize(x, dim=-1) if normalize else x
-
-
-def sqdist(a: Tensor, b: Tensor) -> Tensor:
-    """Batched squared Euclidean distances ``[..., n, d] x [..., m, d] -> [..., n, m]``."""
-    aa = a.pow(2).sum(-1)
-    bb = b.pow(2).sum(-1)
-    return (aa.unsqueeze(-1) + bb.unsqueeze(-2) - 2.0 * (a @ b.transpose(-2, -1))).clamp_min(0.0)
 
 
 def off_diagonal(m: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.base import LossOutput, check_views, detached_logs, sqdist
 from sslkit.losses.cacr import (
     check_nonnegative,
     check_positive,
@@ -15,7 +15,6 @@ from sslkit.losses.cacr import (
     full_precision,
     off_diagonal,
     prepare,
-    sqdist,
     warn_two_views,
 )
 

@@ -7,13 +7,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from sslkit.losses.base import LossOutput, check_views, detached_logs
+from sslkit.losses.base import LossOutput, check_views, detached_logs, sqdist
 from sslkit.losses.cacr import (
     check_positive,
     entropy,
     full_precision,
     prepare,
-    sqdist,
     warn_two_views,
 )
 

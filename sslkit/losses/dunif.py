@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslkit.losses.au import log_mean_gaussian_potential
-from sslkit.losses.base import LossOutput, check_views, detached_logs, upcast
+from sslkit.losses.base import LossOutput, check_views, detached_logs, sqdist, upcast
 
 KERNELS = (None, "rbf", "cosine")
 
@@ -105,9 +105,7 @@ class DecoupledUniformity(nn.Module):
         if self.kernel == "cosine":
             x = F.normalize(prior, dim=-1)
             return x @ x.T
-        sq = prior.square().sum(dim=-1)
-        d2 = (sq[:, None] + sq[None, :] - 2.0 * (prior @ prior.T)).clamp_min(0.0)
-        return torch.exp(-d2 / (2.0 * self.sigma**2))
+        return torch.exp(-sqdist(prior, prior) / (2.0 * self.sigma**2))
 
     def cme_weights(self, prior: Tensor, batch: int, dtype: torch.dtype) -> Tensor:
         r"""The detached estimator weights :math:`\alpha = (K + \lambda I)^{-1}K`, ``[B, B]``."""
