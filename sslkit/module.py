@@ -136,7 +136,7 @@ class ContrastiveModule(L.LightningModule):
         for idx in by_size.values():
             x = self._layout(torch.cat([views[i] for i in idx]))
             if run is None and self.micro_batch is not None and len(x) > self.micro_batch:
-                parts = [net(self._layout(c)) for c in x.split(self.micro_batch)]
+                parts = [net(c) for c in x.split(self.micro_batch)]  # slices keep x's layout
                 h, z = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
             else:
                 h, z = (run or net)(x)

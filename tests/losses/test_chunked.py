@@ -163,12 +163,13 @@ def test_chunked_head_gradcheck(cls, kwargs):
     assert torch.autograd.gradcheck(lambda x: head(x).loss, (z,))
 
 
-def test_chunked_head_under_bf16_autocast_computes_in_float32():
-    z = rand(64, 2, 16, seed=6, dtype=torch.float32)
+@pytest.mark.parametrize("cls,views,chunk,tol", [(InfoNCE, 2, 50, 1e-5), (CACR, 5, 10, 1e-6)])
+def test_chunked_head_under_bf16_autocast_computes_in_float32(cls, views, chunk, tol):
+    z = rand(64, views, 16, seed=6, dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = InfoNCE(chunk_size=50)(z.bfloat16())
+        out = cls(chunk_size=chunk)(z.bfloat16())
     assert out.loss.dtype == torch.float32
-    assert abs(out.loss.item() - InfoNCE()(z.bfloat16().float()).loss.item()) < 1e-5
+    assert abs(out.loss.item() - cls()(z.bfloat16().float()).loss.item()) < tol
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, True, "1024"])
@@ -178,14 +179,6 @@ def test_chunked_head_under_bf16_autocast_computes_in_float32():
 def test_bad_chunk_size_is_refused(cls, bad):
     with pytest.raises(ValueError, match="chunk_size must be a positive number of rows"):
         cls(chunk_size=bad)
-
-
-def test_cacr_under_bf16_autocast_computes_in_float32():
-    z = rand(64, 5, 16, seed=6, dtype=torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = CACR(chunk_size=10)(z.bfloat16())
-    assert out.loss.dtype == torch.float32
-    assert abs(out.loss.item() - CACR()(z.bfloat16().float()).loss.item()) < 1e-6
 
 
 def test_chunked_cacr_pictures_draw():
