@@ -5,13 +5,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sslkit-installed
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 ARGS ?=
+INSTALL_GIB := 7
 
 .PHONY: install data train test bench bench-gpu smoke clean
 
 install: $(STAMP)
 
-# reinstall only when the dependencies change
+# reinstall only when the dependencies change. A first install needs ~6.5 GiB at its peak (torch
+# 2.14.1 from PyPI is a CUDA build): the first line says so up front instead of pip failing
+# half-way with "No space left on device"
 $(STAMP): pyproject.toml setup.py
+	@test -x $(BIN)/python || $(PYTHON) -c 'import shutil, sys; free = shutil.disk_usage(".").free / 2**30; \
+		free >= $(INSTALL_GIB) or sys.exit(f"make install: only {free:.1f} GiB free on this disk, a first install into .venv needs $(INSTALL_GIB) GiB (torch is a CUDA build); free some space and rerun")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
