@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sslkit.eval.stats import mean_ci95, natural_key, t_quantile  # noqa: E402
 
 DEFAULT_METRICS = ("linear_probe_top1", "knn_top1", "online_probe_top1", "wall_seconds")
 
@@ -70,10 +70,6 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
         key, _, value = line.partition("=")
         out[key.lstrip("+")] = value
     return out
-
-
-def natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
 def find_runs(sweep_dir: Path) -> list[Run]:
@@ -166,20 +162,10 @@ def ordered_values(runs: list[Run], key: str) -> list[str]:
     return seen
 
 
-def t_quantile(df: int, q: float = 0.975) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(q, df))
-
-
 def stats(values: list[float]) -> dict[str, float]:
-    n = len(values)
-    if n == 0:
-        return {"mean": math.nan, "ci95": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-    ci = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return {"mean": mean, "ci95": ci, "std": std, "min": min(values), "max": max(values)}
+    """Mean, 95% t-interval half-width, std, min and max over the seeds of one setting."""
+    out = {k: v for k, v in mean_ci95(values).items() if k != "n"}
+    return {**out, "min": min(values, default=math.nan), "max": max(values, default=math.nan)}
 
 
 def welch_contrast(parts: list[tuple[int, list[float]]]) -> dict[str, float]:
@@ -257,7 +243,7 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str], seed_key: str
     for g in group_runs(done, group_keys):
         row: dict = dict(zip(group_keys, g.key))
         row["n"] = len(g.runs)
-        row["seeds"] = " ".join(sorted({r.overrides.get(seed_key, "default") for r in g.runs}, key=natural_key_str))
+        row["seeds"] = " ".join(sorted({r.overrides.get(seed_key, "default") for r in g.runs}, key=natural_key))
         row["runs"] = " ".join(r.path.name for r in g.runs)
         row["_values"] = {m: g.values(m) for m in metrics}  # per-run values (plot scatter)
         row["_runs"] = g.runs
@@ -275,10 +261,6 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str], seed_key: str
         "metrics": metrics, "rows": rows, "runs": len(runs), "where": where or {}, "compare": compare,
         "missing": [str(r.path) for r in runs if r.summary is None],
     }
-
-
-def natural_key_str(s: str) -> list:
-    return natural_key(Path(s))
 
 
 def short(value: str) -> str:
@@ -510,7 +492,7 @@ def plot(report: dict, metric: str, path: Path) -> None:
 def plot_search(ax, rows: list[dict], keys: list[str], metric: str) -> None:
     """A random or Bayesian search (no two runs share a value): the metric of each trial in
     launch order, the best so far, and the best trial's setting."""
-    rows = sorted(rows, key=lambda r: natural_key_str(r["runs"]))
+    rows = sorted(rows, key=lambda r: natural_key(r["runs"]))
     ys = [r[f"{metric}_mean"] for r in rows]
     xs = list(range(len(rows)))
     ax.plot(xs, ys, "o", color="C0", markersize=5, label="trial")

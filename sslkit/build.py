@@ -80,7 +80,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         RunLog(run_dir / "train.log"),
         Preemption(ckpt_dir / "last.ckpt"),
     ]
-    loggers = [instantiate(c, f"logger") for c in cfg.logger.values() if c] if cfg.logger else []
+    loggers = [instantiate(c, "logger") for c in cfg.logger.values() if c] if cfg.logger else []
     return instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False,
         default_root_dir=str(run_dir),

@@ -3,7 +3,6 @@ are one line naming key, value and what is expected, before any work."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -26,7 +26,7 @@ from sslkit.prior.features import FeaturePrior
 from sslkit.prior.labels import LabelPrior
 from sslkit.prior.vae import VAEPrior
 
-from tests.conftest import ROOT, make_fashion_mnist, make_image_folder, make_pacs
+from tests.conftest import ROOT, make_fashion_mnist, make_pacs
 
 torch.set_num_threads(1)
 F64 = torch.float64

@@ -19,7 +19,7 @@ from torch import nn
 
 from sslkit.augment.pipeline import ViewAugment
 from sslkit.errors import ConfigError
-from sslkit.eval.robust import ImageClassifier, LinearHead, RobustEval, robust_accuracy
+from sslkit.eval.robust import ImageClassifier, LinearHead, robust_accuracy
 
 ROOT = Path(__file__).resolve().parent.parent
 EPS8 = 8 / 255

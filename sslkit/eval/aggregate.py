@@ -7,24 +7,11 @@ import math
 from collections.abc import Mapping
 
 from sslkit.checkpoint import MEANING_KEYS
+from sslkit.eval.stats import mean_ci95
 
 # what makes two runs the same experiment (their seeds aside): sslkit.checkpoint.MEANING_KEYS plus the
 # schedule length
 IDENTITY_KEYS = tuple(k for k in MEANING_KEYS if k != "seed") + ("trainer.max_epochs",)
-
-
-def mean_ci95(values: list[float]) -> dict[str, float]:
-    """Mean, Student-t 95% interval half-width (NaN for one value), std and n."""
-    from scipy import stats
-
-    n = len(values)
-    if n == 0:
-        return {"mean": math.nan, "ci95": math.nan, "std": math.nan, "n": 0}
-    mean = sum(values) / n
-    if n == 1:
-        return {"mean": mean, "ci95": math.nan, "std": math.nan, "n": 1}
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return {"mean": mean, "ci95": float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n), "std": std, "n": n}
 
 
 def identity(config: Mapping) -> str:

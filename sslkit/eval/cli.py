@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sslkit.cli import CONFIG_DIR, check_choices, check_composes, expand_eval_all, fail
 from sslkit.errors import ConfigError, UserError
+from sslkit.eval.stats import natural_key
 
 RUN_CONFIG = "run_config"
 
@@ -60,8 +60,7 @@ def checkpoints(cfg: DictConfig) -> list[Path]:
             paths.append(path)
             continue
         anchor = Path(path.anchor)
-        found = sorted(anchor.glob(str(path.relative_to(anchor))),
-                       key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))])
+        found = sorted(anchor.glob(str(path.relative_to(anchor))), key=natural_key)
         if not found:
             raise UserError(f"checkpoint={item}: no file matches the pattern")
         paths += found

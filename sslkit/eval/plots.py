@@ -277,9 +277,9 @@ def plot_weights(records: list[dict], max_samples: int, rng: np.random.Generator
         d, w = _subsample(t["neg_pair_sqdist"], t["neg_pair_weight"], ~eye, max_samples, rng)
         ax_neg.scatter(d, w, s=4, color=colour, alpha=0.4, linewidths=0, label=label)
     ax_pos.axhline(1 / (views - 1), color="grey", linestyle="--", linewidth=1,
-                   label=f"uniform 1/(V-1)")
+                   label="uniform 1/(V-1)")
     ax_neg.axhline(1 / (batch - 1), color="grey", linestyle="--", linewidth=1,
-                   label=f"uniform 1/(B-1)")
+                   label="uniform 1/(B-1)")
     ax_neg.set_yscale("log")
     one = " (V=2: one positive per query, weight 1)" if views == 2 else ""
     ax_pos.set_title(f"positive weights w+ vs distance{one}", fontsize=10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from sslkit.api import compose
 from sslkit.eval.knn_monitor import KNNMonitor

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sslkit.losses.au import AlignUniform
-from tests.conftest import F64, assert_matches, loss_and_grad, rand_z, unit
+from tests.conftest import F64, assert_matches, rand_z, unit
 
 torch.set_num_threads(1)
 

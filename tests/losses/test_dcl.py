@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sslkit.losses.dcl import DebiasedContrastive, DecoupledContrastive
 from sslkit.losses.infonce import InfoNCE
-from tests.conftest import F64, assert_matches, loss_and_grad, orthogonal, positive_pairs, rand_z, unit
+from tests.conftest import assert_matches, orthogonal, positive_pairs, rand_z, unit
 
 torch.set_num_threads(1)
 

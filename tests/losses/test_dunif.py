@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sslkit.losses.dunif import DecoupledUniformity
-from tests.conftest import F64, assert_matches, loss_and_grad, rand, unit
+from tests.conftest import F64, assert_matches, rand, unit
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sslkit.losses.moco import MoCo
-from tests.conftest import F64, assert_matches, loss_and_grad, rand, unit
+from tests.conftest import F64, assert_matches, rand, unit
 
 torch.set_num_threads(1)
 

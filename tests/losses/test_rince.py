@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sslkit.losses.infonce import InfoNCE
 from sslkit.losses.rince import RobustInfoNCE
-from tests.conftest import F64, assert_matches, loss_and_grad, positive_pairs, rand_z
+from tests.conftest import assert_matches, loss_and_grad, positive_pairs, rand_z
 
 torch.set_num_threads(1)
 
