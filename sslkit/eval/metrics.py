@@ -38,14 +38,35 @@ def _entropy_rank(values: Tensor, eps: float) -> float:
     return math.exp(-(p * p.log()).sum().item())
 
 
+def _gram_spectrum(z: Tensor) -> Tensor:
+    """The ``min(N, D)`` eigenvalues of ``z^T z`` (``z``: ``[N, D]``), from whichever of
+    ``z^T z`` and ``z z^T`` is smaller: the two share their nonzero eigenvalues. At N = 1024
+    test images and the convnet's 2304 features the N x N side is ~5x faster than ``svdvals`` and
+    ~14x faster than the D x D covariance (the metrics monitor's cost)."""
+    gram = z.T @ z if z.shape[1] <= z.shape[0] else z @ z.T
+    return torch.linalg.eigvalsh(gram).clamp_min(0)
+
+
 def rankme(z: Tensor, eps: float = 1e-7) -> float:
-    return _entropy_rank(torch.linalg.svdvals(z.double()), eps)
+    """Singular values of ``z`` as the square roots of its Gram spectrum (float64). Eigenvalues
+    within the Gram's rounding error (16 float64 eps of the largest) count as zeros, so a
+    rank-deficient ``z`` scores as with ``torch.linalg.svdvals`` (to ~1e-5 relative for float32
+    input, whose rounding noise ``svdvals`` resolves and the Gram does not)."""
+    eig = _gram_spectrum(z.double())
+    if len(eig):
+        eig = torch.where(eig > eig.max() * 16 * torch.finfo(eig.dtype).eps, eig, 0)
+    return _entropy_rank(eig.sqrt(), eps)
 
 
 def covariance_rank(z: Tensor, eps: float = 1e-7) -> float:
+    """Eigenvalues of the ``[D, D]`` covariance: the Gram spectrum of the centred embeddings over
+    ``N - 1``, and ``D - N`` zeros when D > N (the covariance's rank is below N)."""
     z = z.double()
-    cov = torch.cov(z.T) if z.shape[1] > 1 else z.var(0, keepdim=True)[None]
-    return _entropy_rank(torch.linalg.eigvalsh(cov).clamp_min(0), eps)
+    n, d = z.shape
+    if n < 2:
+        return _entropy_rank(z.new_zeros(d), eps)
+    eig = _gram_spectrum(z - z.mean(0)) / (n - 1)
+    return _entropy_rank(torch.cat([eig, eig.new_zeros(d - len(eig))]), eps)
 
 
 def dimension_std(z: Tensor) -> Tensor:

@@ -41,6 +41,32 @@ def test_covariance_rank_by_hand():
     assert covariance_rank(z, eps=0) == pytest.approx(entropy_rank([0.2, 0.8]))
 
 
+def svd_rankme(z, eps=1e-7):
+    s = torch.linalg.svdvals(z.double())
+    p = s / s.sum() + eps
+    return math.exp(-(p * p.log()).sum().item())
+
+
+def full_covariance_rank(z, eps=1e-7):
+    lam = torch.linalg.eigvalsh(torch.cov(z.double().T)).clamp_min(0)
+    p = lam / lam.sum() + eps
+    return math.exp(-(p * p.log()).sum().item())
+
+
+@pytest.mark.parametrize("n, d", [(64, 300), (300, 64), (40, 40), (3, 9)])
+def test_spectra_from_the_smaller_gram_match_svd_and_the_full_covariance(n, d):
+    torch.manual_seed(n + d)
+    full = torch.randn(n, d, dtype=torch.float64) * torch.logspace(0, -3, d, dtype=torch.float64)
+    low = torch.randn(n, 2, dtype=torch.float64) @ torch.randn(2, d, dtype=torch.float64)
+    for z in (full, low):
+        assert rankme(z) == pytest.approx(svd_rankme(z), rel=1e-9)
+        assert covariance_rank(z) == pytest.approx(full_covariance_rank(z), rel=1e-9)
+    # float32 rank-deficient input: svdvals also resolves the float32 rounding noise
+    low32 = low.float()
+    assert rankme(low32) == pytest.approx(svd_rankme(low32), rel=1e-4)
+    assert covariance_rank(low32) == pytest.approx(full_covariance_rank(low32), rel=1e-9)
+
+
 def test_dimension_std_by_hand():
     z = torch.tensor([[3.0, 0.0], [0.0, 0.5]])  # normalised: e1, e2; unbiased std sqrt(1/2) each
     torch.testing.assert_close(dimension_std(z), torch.full((2,), math.sqrt(0.5), dtype=torch.float64))
