@@ -66,8 +66,20 @@ def gather_no_grad(x: Tensor) -> Tensor:
 
 def labelled_global_batch(outputs: dict) -> tuple[Tensor, Tensor] | None:
     """The detached ``features`` and ``labels`` a training step returned, gathered over the
-    global batch (a no-op in one process), without unlabelled rows (label < 0); None if none."""
-    feats = gather_no_grad(outputs["features"].float())
-    labels = gather_no_grad(outputs["labels"])
-    keep = labels >= 0
-    return (feats[keep], labels[keep]) if keep.any() else None
+    global batch (a no-op in one process), without unlabelled rows (label < 0); None if none.
+
+    Computed once per step and kept in ``outputs`` (key ``_labelled_global_batch``): the online
+    probe and the kNN monitor receive the same ``outputs`` and share one gather and one copy.
+    Every rank runs the same callbacks in the same order, so the gather stays collective."""
+    if _LABELLED not in outputs:
+        feats = gather_no_grad(outputs["features"].float())
+        labels = gather_no_grad(outputs["labels"])
+        keep = labels >= 0
+        if bool(keep.all()):  # the usual case: no copy
+            outputs[_LABELLED] = (feats, labels)
+        else:
+            outputs[_LABELLED] = (feats[keep], labels[keep]) if keep.any() else None
+    return outputs[_LABELLED]
+
+
+_LABELLED = "_labelled_global_batch"

@@ -53,3 +53,28 @@ def test_scaler_overflow_steps_do_not_stop_the_run(tmp_path):
 def test_real_nonfinite_still_stops_under_the_scaler(tmp_path):
     with pytest.raises(NonFiniteError, match="non-finite loss"):
         fit(tmp_path, 2.0**8, "optim.optimizer.lr=1e38")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_finds_one_bad_element_anywhere(bad):
+    from sslkit.parts.guard import all_finite
+
+    shapes = [(64, 32, 3, 3), (64,), (10, 2304), (1,)]
+    tensors = [torch.randn(s) for s in shapes]
+    tensors[0] = tensors[0].to(memory_format=torch.channels_last)
+    assert all_finite(tensors + [None])
+    for i, t in enumerate(tensors):
+        for corner in (0, -1):
+            broken = [x.clone() for x in tensors]
+            broken[i][(corner,) * t.ndim] = bad
+            assert not all_finite(broken)
+            assert not all_finite([b.bfloat16() for b in broken])
+
+
+def test_all_finite_of_huge_finite_values_whose_norm_overflows():
+    from sslkit.parts.guard import all_finite
+
+    huge = [torch.full((1000,), 1e37), torch.full((3,), 3e38)]
+    assert torch.linalg.vector_norm(huge[0]).isinf()  # the fast path cannot decide these
+    assert all_finite(huge)
+    assert all_finite([]) and all_finite([None])

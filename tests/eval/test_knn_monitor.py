@@ -90,3 +90,21 @@ def test_idle_epochs_collect_nothing(tmp_path):
     n = len(dm.split("pretrain"))
     # epochs 2 (every 2nd) and 3 (the last) keep every labelled training image; epoch 1 none
     assert held == [0, n, n]
+
+
+def test_labelled_global_batch_is_shared_by_the_monitors_and_drops_unlabelled_rows(monkeypatch):
+    import sslkit.distributed as distributed
+
+    gathers = []
+    monkeypatch.setattr(distributed, "gather_no_grad", lambda x: gathers.append(x) or x)
+    feats = torch.randn(4, 3).bfloat16()
+    outputs = {"features": feats, "labels": torch.tensor([0, 1, 2, 3])}
+    got_feats, got_labels = distributed.labelled_global_batch(outputs)
+    assert got_feats.dtype == torch.float32 and torch.equal(got_feats, feats.float())
+    assert distributed.labelled_global_batch(outputs)[0] is got_feats  # second monitor: no new gather
+    assert len(gathers) == 2  # features and labels, once
+
+    mixed = {"features": feats, "labels": torch.tensor([0, -1, 2, -1])}
+    kept_feats, kept_labels = distributed.labelled_global_batch(mixed)
+    assert kept_labels.tolist() == [0, 2] and torch.equal(kept_feats, feats.float()[[0, 2]])
+    assert distributed.labelled_global_batch({"features": feats, "labels": -torch.ones(4, dtype=torch.long)}) is None
