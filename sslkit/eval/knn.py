@@ -16,16 +16,19 @@ def knn_predict_many(
     ks: list[int] | tuple[int, ...] = (200,),
     temperature: float = 0.1,
     chunk: int = 1024,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[int, Tensor]:
     """Class scores of each query for each k in ``ks``: the k most cosine-similar bank entries
     vote for their label with weight ``exp(similarity / temperature)``. One similarity pass
     serves every k (the top-k of the largest k is sorted, so its first k entries are the top-k
-    of each smaller k). Queries are processed in chunks so memory stays at ``chunk x len(bank)``."""
-    bank = F.normalize(bank.float(), dim=1)
+    of each smaller k). Queries are processed in chunks so memory stays at ``chunk x len(bank)``.
+    ``dtype`` is the similarity product's (normalised in float32, then cast); the top-k and the
+    weights are float32. ``torch.bfloat16`` halves the product's time on a CPU with native bf16."""
+    bank = F.normalize(bank.float(), dim=1).to(dtype)
     ks = [min(int(k), bank.shape[0]) for k in ks]
     scores: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for q in F.normalize(queries.float(), dim=1).split(chunk):
-        sim, idx = (q @ bank.T).topk(max(ks), dim=1)
+    for q in F.normalize(queries.float(), dim=1).to(dtype).split(chunk):
+        sim, idx = (q @ bank.T).float().topk(max(ks), dim=1)
         weights, labels = (sim / temperature).exp(), bank_labels[idx]
         for k in ks:
             votes = torch.zeros(q.shape[0], num_classes, device=q.device)
@@ -42,10 +45,11 @@ def knn_predict(
     k: int = 200,
     temperature: float = 0.1,
     chunk: int = 1024,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """``knn_predict_many`` for one k."""
     k = min(k, bank.shape[0])
-    return knn_predict_many(bank, bank_labels, queries, num_classes, (k,), temperature, chunk)[k]
+    return knn_predict_many(bank, bank_labels, queries, num_classes, (k,), temperature, chunk, dtype)[k]
 
 
 def knn_top1(bank: Tensor, bank_labels: Tensor, queries: Tensor, labels: Tensor,

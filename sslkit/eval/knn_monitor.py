@@ -7,6 +7,7 @@ import lightning as L
 import torch
 
 from sslkit.distributed import labelled_global_batch
+from sslkit.errors import ConfigError
 from sslkit.eval.knn import knn_predict
 
 
@@ -21,12 +22,23 @@ class KNNMonitor(L.Callback):
     the two figures differ. The bank here holds augmented views seen by an encoder that moved
     during the epoch (as in solo-learn's and lightly's online kNN); it tracks the trend, the
     offline evaluator gives the figure to report. The validation features are those
-    ``validation_step`` computed once for every monitor (the online probe reads the same)."""
+    ``validation_step`` computed once for every monitor (the online probe reads the same).
+
+    ``similarity``: the dtype of the query-bank product. ``auto`` takes bfloat16 when the training
+    runs in bf16 (its features are bf16 values already; the product takes half the time, and on the
+    default job 8 of 2000 predictions changed, top-1 0.7755 against 0.7750 in float32), else
+    float32."""
+
+    SIMILARITY = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
     def __init__(self, every_n_epochs: int = 1, k: int = 200, temperature: float = 0.1,
-                 bank_size: int | None = None) -> None:
+                 bank_size: int | None = None, similarity: str = "auto") -> None:
+        if similarity not in self.SIMILARITY:
+            raise ConfigError(f"monitor.knn.similarity={similarity!r}: use one of "
+                              f"{', '.join(self.SIMILARITY)}")
         self.every_n_epochs, self.k, self.temperature = every_n_epochs, k, temperature
-        self.bank_size = bank_size
+        self.bank_size, self.similarity = bank_size, similarity
+        self._dtype = torch.float32
         self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._held = 0
         self._collecting = False
@@ -36,6 +48,10 @@ class KNNMonitor(L.Callback):
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         return self.every_n_epochs > 0 and ((epoch + 1) % self.every_n_epochs == 0 or last)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._dtype = self.SIMILARITY[self.similarity] or (
+            torch.bfloat16 if str(trainer.precision).startswith("bf16") else torch.float32)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._chunks, self._held = [], 0
@@ -69,7 +85,7 @@ class KNNMonitor(L.Callback):
         labels = outputs["labels"]
         keep = labels >= 0
         scores = knn_predict(*self._bank, outputs["features"][keep], trainer.datamodule.num_classes,
-                             self.k, self.temperature)
+                             self.k, self.temperature, dtype=self._dtype)
         self._correct += int((scores.argmax(1) == labels[keep]).sum())
         self._total += int(keep.sum())
 

@@ -47,6 +47,24 @@ def test_one_pass_serves_every_k():
                                    rtol=1e-4, atol=1e-3)
 
 
+def test_bf16_similarity_rounds_only_the_product():
+    """In bfloat16 the normalised vectors and their product are rounded (8-bit mantissa), the
+    top-k and weights are float32: scores within the rounding of exp(sim / t), same predictions
+    on separable data, and different from float32 (the bf16 path really ran)."""
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(4, 32, generator=g) * 3
+    bank_labels = torch.arange(400) % 4
+    bank = centres[bank_labels] + torch.randn(400, 32, generator=g)
+    query_labels = torch.arange(40) % 4
+    queries = centres[query_labels] + torch.randn(40, 32, generator=g)
+    fp32 = knn_predict(bank, bank_labels, queries, 4, k=20, temperature=0.1)
+    bf16 = knn_predict(bank, bank_labels, queries, 4, k=20, temperature=0.1, dtype=torch.bfloat16)
+    assert not torch.equal(bf16, fp32)
+    # |sim error| <= 2^-8 (two roundings of unit vectors and one of the product) -> weights e^(±0.04)
+    torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=1e-3)
+    assert torch.equal(bf16.argmax(1), fp32.argmax(1)) and torch.equal(fp32.argmax(1), query_labels)
+
+
 def test_knn_evaluator_reports_each_k(smoke_parts, tmp_path):
     train, test = blobs(400, 8, 16, 0.05, seed=1), blobs(100, 8, 16, 0.05, seed=2)
     ctx = context_with(smoke_parts, tmp_path, train, test, num_classes=8)

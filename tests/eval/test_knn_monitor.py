@@ -108,3 +108,20 @@ def test_labelled_global_batch_is_shared_by_the_monitors_and_drops_unlabelled_ro
     kept_feats, kept_labels = distributed.labelled_global_batch(mixed)
     assert kept_labels.tolist() == [0, 2] and torch.equal(kept_feats, feats.float()[[0, 2]])
     assert distributed.labelled_global_batch({"features": feats, "labels": -torch.ones(4, dtype=torch.long)}) is None
+
+
+def test_similarity_follows_the_training_precision_unless_set():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from sslkit.errors import ConfigError
+
+    for similarity, precision, dtype in [("auto", "bf16-mixed", torch.bfloat16), ("auto", "32-true", torch.float32),
+                                         ("float32", "bf16-mixed", torch.float32),
+                                         ("bfloat16", "32-true", torch.bfloat16)]:
+        knn = KNNMonitor(similarity=similarity)
+        knn.setup(SimpleNamespace(precision=precision), None, "fit")
+        assert knn._dtype == dtype
+    with pytest.raises(ConfigError, match="auto, float32, bfloat16"):
+        KNNMonitor(similarity="fp16")
