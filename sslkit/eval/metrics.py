@@ -41,8 +41,8 @@ def _entropy_rank(values: Tensor, eps: float) -> float:
 def _gram_spectrum(z: Tensor) -> Tensor:
     """The ``min(N, D)`` eigenvalues of ``z^T z`` (``z``: ``[N, D]``), from whichever of
     ``z^T z`` and ``z z^T`` is smaller: the two share their nonzero eigenvalues. At N = 1024
-    test images and the convnet's 2304 features the N x N side is ~5x faster than ``svdvals`` and
-    ~14x faster than the D x D covariance (the metrics monitor's cost)."""
+    test images and the convnet's 2304 features the N x N side is about 4x faster than
+    ``svdvals`` and than the D x D covariance (2 threads: 0.16 s against 0.62-0.87 s)."""
     gram = z.T @ z if z.shape[1] <= z.shape[0] else z @ z.T
     return torch.linalg.eigvalsh(gram).clamp_min(0)
 
