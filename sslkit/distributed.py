@@ -64,6 +64,9 @@ def gather_no_grad(x: Tensor) -> Tensor:
     return torch.cat(out, dim=0)
 
 
+_LABELLED = "_labelled_global_batch"
+
+
 def labelled_global_batch(outputs: dict) -> tuple[Tensor, Tensor] | None:
     """The detached ``features`` and ``labels`` a training step returned, gathered over the
     global batch (a no-op in one process), without unlabelled rows (label < 0); None if none.
@@ -80,6 +83,3 @@ def labelled_global_batch(outputs: dict) -> tuple[Tensor, Tensor] | None:
         else:
             outputs[_LABELLED] = (feats[keep], labels[keep]) if keep.any() else None
     return outputs[_LABELLED]
-
-
-_LABELLED = "_labelled_global_batch"
