@@ -8,7 +8,7 @@
 The same command is installed as ``sslkit-train``; from Python: ``sslkit.train(overrides=[...])``.
 """
 
-from sslkit.cli import main
+from sslkit.launch.train_cli import main
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,7 @@ def build_data(cfg):
     """The Fashion-MNIST data module, or uint8 tensors of its shape when the files are absent."""
     from sslkit.data.base import ImageDataModule, TensorImages
     from sslkit.errors import UserError
-    from sslkit.build import build_datamodule
+    from sslkit.training.build import build_datamodule
 
     dm = build_datamodule(cfg)
     try:
@@ -61,7 +61,7 @@ def build_data(cfg):
 def build_module(cfg, device: torch.device):
     import lightning as L
 
-    from sslkit.build import build_module as build
+    from sslkit.training.build import build_module as build
 
     L.seed_everything(0, verbose=False)
     return build(cfg).to(device)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from sslkit.threads import cores
+from sslkit.runtime.threads import cores
 
 
 def context() -> dict:

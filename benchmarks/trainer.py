@@ -21,7 +21,7 @@ RATIO_KEY = "ratio_to_plain"
 
 def section_trainer(args, device) -> dict:
     import lightning as L
-    from sslkit.run import quiet_lightning
+    from sslkit.launch.run import quiet_lightning
 
     quiet_lightning()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -48,12 +48,12 @@ def section_trainer(args, device) -> dict:
             self.last = now
 
     def framework_trainer(run_dir: Path) -> L.Trainer:
-        """The Trainer train.py builds (sslkit.build.build_trainer: eval callbacks, checkpoints,
+        """The Trainer train.py builds (sslkit.training.build.build_trainer: eval callbacks, checkpoints,
         LR monitor, progress bar, preemption handler, CSV logger), stopped after ``steps``
         steps, validation off."""
         from omegaconf import open_dict
 
-        from sslkit.build import build_trainer
+        from sslkit.training.build import build_trainer
 
         c = cfg.copy()
         with open_dict(c):
@@ -107,7 +107,7 @@ def section_trainer(args, device) -> dict:
     plain = Series("plain PyTorch loop", work)
     bare = Series("Lightning, bare (no callbacks, no logger)", work)
     full = Series("Lightning, train.py's Trainer (callbacks, CSV logger)", work,
-                  callbacks="sslkit.build.build_trainer: online probe, kNN monitor (idle: no "
+                  callbacks="sslkit.training.build.build_trainer: online probe, kNN monitor (idle: no "
                             "validation), checkpoints, LR monitor, progress bar (drawn to a sink), "
                             "preemption handler; CSV logger")
     try:

@@ -42,7 +42,7 @@ class AllViewsHead(torch.nn.Module):
 def section_views(args, device) -> dict:
     import lightning as L
 
-    from sslkit.run import quiet_lightning
+    from sslkit.launch.run import quiet_lightning
 
     quiet_lightning()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     torch.backends.cudnn.benchmark = True
     torch.set_float32_matmul_precision("high")
-    from sslkit.run import quiet_lightning
+    from sslkit.launch.run import quiet_lightning
 
     quiet_lightning()
     views_per_epoch = args.steps * args.batch * 2

@@ -1,5 +1,5 @@
 """Torch intra-op threads for the default model's train step: one thread, every core, and
-``threads=auto`` (sslkit/threads.py: the cores other processes leave idle), side by side.
+``threads=auto`` (sslkit/runtime/threads.py: the cores other processes leave idle), side by side.
 
     python scripts/bench_threads.py                 # as the machine is now
     python scripts/bench_threads.py --busy 2        # with 2 CPU-bound processes running beside it
@@ -46,9 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(overrides: list[str]):
-    from sslkit.api import compose
-    from sslkit.build import build_datamodule, build_module
-    from sslkit.precision import calibration_images
+    from sslkit.launch.api import compose
+    from sslkit.training.build import build_datamodule, build_module
+    from sslkit.runtime.precision import calibration_images
 
     cfg, _, _ = compose(["~logger", *overrides], run_dir="/tmp/bench_threads")
     module = build_module(cfg).train()

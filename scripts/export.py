@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sslkit.cli import fail  # noqa: E402
+from sslkit.launch.train_cli import fail  # noqa: E402
 from sslkit.errors import UserError  # noqa: E402
 
 KEYS = ("checkpoint", "out")
@@ -34,7 +34,7 @@ def parse(argv: list[str]) -> dict[str, str]:
 
 def main() -> None:
     args = parse(sys.argv[1:])
-    from sslkit.export import export_encoder
+    from sslkit.training.export import export_encoder
 
     try:
         files = export_encoder(args["checkpoint"], args.get("out"))

@@ -20,10 +20,10 @@ def main(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from sslkit.cli import CONFIG_DIR
+    from sslkit.training.config import CONFIG_DIR
     from sslkit.eval.features import extract
     from sslkit.eval.linear import LinearProbe, select_and_fit, top1
-    from sslkit.build import build_datamodule, build_module
+    from sslkit.training.build import build_datamodule, build_module
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sslkit.cli import CONFIG_DIR, check_choices, check_composes, fail  # noqa: E402
+from sslkit.training.config import CONFIG_DIR  # noqa: E402
+from sslkit.launch.train_cli import check_choices, check_composes, fail  # noqa: E402
 from sslkit.errors import UserError  # noqa: E402
 
 
@@ -27,14 +28,14 @@ def main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
 
     from sslkit.prior.base import absolute_paths
-    from sslkit.build import build_datamodule, instantiate
+    from sslkit.training.build import build_datamodule, instantiate
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=argv)
     if not cfg.get("prior"):
         fail("usage: python scripts/train_prior.py prior=vae|features|labels|attributes "
              "[key=value ...]")
-    from sslkit.threads import apply as apply_threads
+    from sslkit.runtime.threads import apply as apply_threads
 
     apply_threads(cfg.get("threads"))  # an int, null (torch's default) or auto
     dm = build_datamodule(cfg)

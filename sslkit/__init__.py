@@ -14,7 +14,7 @@ __all__ = ["train", "compose", "evaluate"]
 def __getattr__(name: str):
     # lazy: `import sslkit` stays light for the CLI, which parses arguments before torch loads
     if name in __all__:
-        from sslkit import api
+        from sslkit.launch import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'sslkit' has no attribute {name!r}")

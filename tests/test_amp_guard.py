@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from sslkit.parts.guard import NonFiniteError
-from sslkit.build import build_datamodule, build_module
+from sslkit.training.build import build_datamodule, build_module
 
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 import sslkit
-from sslkit.cli import config_dir
+from sslkit.training.config import config_dir
 from sslkit.data.fashion_mnist import FashionMNIST
 from sslkit.data.imagefolder import ImageFolder
 from sslkit.data.synthetic import Synthetic
 from sslkit.errors import ConfigError, DataError
-from sslkit.schema import validate
+from sslkit.training.schema import validate
 from tests.conftest import make_image_folder
 
 # every option of every group (sweeps and Hydra's own aside): a new config file is checked as

@@ -161,7 +161,7 @@ def test_imagenet100_config_uses_the_shipped_class_list(tmp_path):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from sslkit.cli import CONFIG_DIR
+    from sslkit.training.config import CONFIG_DIR
 
     classes = (CONFIG_DIR.parent / "sslkit" / "data" / "imagenet100_classes.txt").read_text().split()
     assert len(classes) == len(set(classes)) == 100

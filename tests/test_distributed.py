@@ -131,7 +131,7 @@ def run_steps(head: str, trainer_name: str, inputs: dict, root: Path) -> dict:
     import lightning as L
 
     from sslkit.data.base import ImageDataModule
-    from sslkit.build import build_module
+    from sslkit.training.build import build_module
 
     class Data(ImageDataModule):
         name, in_chans, image_size, num_classes = "views", 1, 16, 4

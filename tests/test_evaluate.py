@@ -29,7 +29,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_every_eval_config_is_an_evaluator_at_its_own_key():
-    from sslkit.cli import choices, evaluators
+    from sslkit.training.config import choices, evaluators
 
     for name in choices("eval"):
         text = (ROOT / "configs" / "eval" / f"{name}.yaml").read_text()
@@ -38,7 +38,7 @@ def test_every_eval_config_is_an_evaluator_at_its_own_key():
 
 
 def test_eval_all_expands_to_every_evaluator():
-    from sslkit.cli import evaluators, expand_eval_all
+    from sslkit.training.config import evaluators, expand_eval_all
 
     out = expand_eval_all(["experiment=smoke", "eval=all", "seed=1"])
     assert out == ["experiment=smoke", f"eval=[{','.join(evaluators(any_data=True))}]", "seed=1"]
@@ -95,7 +95,7 @@ def test_evaluate_script_writes_eval_json_into_the_run_dir(runs, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_all_runs_every_evaluator(runs):
-    from sslkit.cli import evaluators
+    from sslkit.training.config import evaluators
 
     second = runs[1]
     proc = run("scripts/evaluate.py", f"checkpoint={second / 'checkpoints' / 'last.ckpt'}", "eval=all",
@@ -144,7 +144,7 @@ def test_checkpoint_patterns_expand_to_every_run_of_a_sweep(tmp_path):
     from omegaconf import OmegaConf
 
     from sslkit.errors import UserError
-    from sslkit.eval.cli import checkpoints
+    from sslkit.launch.eval_cli import checkpoints
 
     for run in ("0", "2", "10"):
         (tmp_path / run / "checkpoints").mkdir(parents=True)

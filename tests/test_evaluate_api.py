@@ -1,4 +1,4 @@
-"""``sslkit.evaluate`` from Python and the ``sslkit-eval`` command (``python -m sslkit.eval.cli``)
+"""``sslkit.evaluate`` from Python and the ``sslkit-eval`` command (``python -m sslkit.launch.eval_cli``)
 on one smoke checkpoint: the same results as the evaluators at the end of training, the
 checkpoint's config changed by ``key=value``, results to ``out=``, bad input refused by name."""
 
@@ -70,12 +70,12 @@ def test_evaluate_refuses_bad_input_by_name(run_dir, tmp_path):
 def test_eval_command(run_dir, tmp_path):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "sslkit.eval.cli", f"checkpoint={ckpt}", "eval=[knn]",
+    proc = subprocess.run([sys.executable, "-m", "sslkit.launch.eval_cli", f"checkpoint={ckpt}", "eval=[knn]",
                            "threads=1", "data.num_workers=0", f"out={out}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "k200_top1" in proc.stdout and json.loads(out.read_text())["results"]["knn"]["top1"] >= 0
-    proc = subprocess.run([sys.executable, "-m", "sslkit.eval.cli", f"checkpoint={tmp_path / 'nope.ckpt'}"],
+    proc = subprocess.run([sys.executable, "-m", "sslkit.launch.eval_cli", f"checkpoint={tmp_path / 'nope.ckpt'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert proc.returncode != 0 and len(lines) == 1 and "nope.ckpt" in lines[0], proc.stderr

@@ -16,8 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from sslkit.build import build_datamodule, build_module
-from sslkit.preflight import check_sizes
+from sslkit.training.build import build_datamodule, build_module
+from sslkit.training.preflight import check_sizes
 from tests.conftest import STAND_INS
 
 ROOT = Path(__file__).resolve().parent.parent

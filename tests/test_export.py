@@ -20,8 +20,8 @@ from torch import nn
 
 from sslkit.encoders.convnet import ConvNet
 from sslkit.eval.loading import load_trained
-from sslkit.export import build_encoder, export_encoder
-from sslkit.module import FORMAT_VERSION
+from sslkit.training.export import build_encoder, export_encoder
+from sslkit.training.module import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}

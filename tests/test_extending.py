@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 import sslkit
-from sslkit.cli import config_dir
+from sslkit.training.config import config_dir
 from tests.conftest import STAND_INS
 
 ENCODERS = sorted(p.stem for p in (config_dir() / "encoder").glob("*.yaml"))

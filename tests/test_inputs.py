@@ -72,7 +72,7 @@ def test_module_passes_any_required_batch_field():
     """A new input is a batch field plus a name in requires: no module code names it."""
     from hydra import compose, initialize_config_dir
 
-    from sslkit.build import instantiate
+    from sslkit.training.build import instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=smoke"])

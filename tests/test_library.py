@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 import sslkit
-from sslkit.cli import config_dir
+from sslkit.training.config import config_dir
 
 SMOKE = ["experiment=smoke", "threads=1", "monitor.knn.every_n_epochs=0"]
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def build(head: str, trainer: str, scope: str):
     import lightning as L
 
-    from sslkit.build import build_module
+    from sslkit.training.build import build_module
 
     cfg = compose(head, trainer)
     cfg.model.loss_scope = scope

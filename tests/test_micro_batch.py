@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 
 def build(*overrides: str):
-    from sslkit.build import build_module
+    from sslkit.training.build import build_module
 
     torch.manual_seed(0)
     return build_module(compose_cfg(*overrides)).double().train()
@@ -61,7 +61,7 @@ def test_eval_mode_outputs_do_not_depend_on_the_micro_batch():
 
 @pytest.mark.parametrize("value", [0, -3, 1.5, True, "4"])
 def test_a_bad_micro_batch_is_refused_in_one_line(value):
-    from sslkit.build import build_module
+    from sslkit.training.build import build_module
 
     cfg = compose_cfg()
     cfg.model.micro_batch = value

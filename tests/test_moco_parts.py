@@ -130,7 +130,7 @@ def test_module_computes_only_the_views_its_head_reads_and_the_loss_is_unchanged
     """BatchNorm in eval mode (per-sample outputs do not depend on which samples share a batch),
     float64: the loss and every gradient equal those of the all-views computation, while the
     encoders see only the query views (online) and the key views (momentum encoder)."""
-    from sslkit.build import build_module
+    from sslkit.training.build import build_module
     from tests.losses.test_moco import ref_moco
 
     cfg = compose_cfg(f"loss={loss}", *overrides)

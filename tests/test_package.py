@@ -45,7 +45,7 @@ def venv(tmp_path_factory) -> Path:
 
 def test_installed_package_runs_away_from_the_checkout(venv, tmp_path):
     py = venv / "bin" / "python"
-    where = sh(py, "-c", "import sslkit.cli as c; print(c.__file__); print(c.config_dir())", cwd=tmp_path)
+    where = sh(py, "-c", "import sslkit.training.config as c; print(c.__file__); print(c.config_dir())", cwd=tmp_path)
     module_file, configs = where.stdout.split()
     assert str(venv) in module_file and not module_file.startswith(str(ROOT))
     assert Path(configs) == Path(module_file).parent / "configs"

@@ -13,7 +13,8 @@ import torch
 from matplotlib.image import imread
 
 from sslkit.errors import CheckpointError
-from sslkit.eval.loading import context_from_checkpoint, run_dir_of
+from sslkit.eval.loading import context_from_checkpoint
+from sslkit.training.checkpoint import run_dir_of
 from sslkit.eval.plots import Plots, embed_2d, plan_of, read_metrics
 from sslkit.eval.recorders import load_records
 

@@ -1,4 +1,4 @@
-"""``trainer.precision=auto`` (sslkit/precision.py): the decision from hardware facts and
+"""``trainer.precision=auto`` (sslkit/runtime/precision.py): the decision from hardware facts and
 calibration timings, the calibration itself, explicit values kept, the summary's record, and one
 bf16-mixed training step of every head."""
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sslkit.api import compose
-from sslkit.precision import BF16, FP32, calibrate, calibration_images, choose, cpu_bf16_flags, decide
-from sslkit.run import build_datamodule, build_module
+from sslkit.launch.api import compose
+from sslkit.runtime.precision import BF16, FP32, calibrate, calibration_images, choose, cpu_bf16_flags, decide
+from sslkit.training.build import build_datamodule, build_module
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADS = sorted(p.stem for p in (ROOT / "configs" / "loss").glob("*.yaml"))

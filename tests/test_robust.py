@@ -25,7 +25,7 @@ def build(*overrides: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from sslkit.build import build_module
+    from sslkit.training.build import build_module
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=smoke", *overrides])

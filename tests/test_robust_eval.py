@@ -226,7 +226,7 @@ def robust_cfg(**overrides):
 
 
 def test_config_refuses_bad_modes_and_skips():
-    from sslkit.build import instantiate
+    from sslkit.training.build import instantiate
 
     with pytest.raises(ConfigError, match=r"choose from \['slf', 'alf', 'aff'\]"):
         instantiate(robust_cfg(modes="[slf,nope]"), "eval.robust")
@@ -242,7 +242,7 @@ def smoke_module_and_data():
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from sslkit.build import build_datamodule, build_module
+    from sslkit.training.build import build_datamodule, build_module
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=smoke"])

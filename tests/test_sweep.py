@@ -94,7 +94,7 @@ def test_slurm_launcher_config():
 
 
 def test_cli_checks_every_value_of_a_multirun_list():
-    from sslkit.cli import check_choices
+    from sslkit.launch.train_cli import check_choices
 
     check_choices(["loss=infonce,dcl", "+sweep=seeds", "loss=glob(gca_*)"])
     with pytest.raises(SystemExit):

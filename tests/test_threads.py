@@ -1,4 +1,4 @@
-"""``threads`` (sslkit/threads.py): given, torch's default, or ``auto`` from the idle cores."""
+"""``threads`` (sslkit/runtime/threads.py): given, torch's default, or ``auto`` from the idle cores."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from sslkit.threads import apply, busy_cores, cores, decide
+from sslkit.runtime.threads import apply, busy_cores, cores, decide
 
 
 def test_explicit_and_default_are_kept():

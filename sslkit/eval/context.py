@@ -25,7 +25,7 @@ class EvalContext:
     go, a cache of frozen encoder features per split, and a cache of what evaluators compute
     from them and may share (``memo``)."""
 
-    module: Any  # sslkit.module.ContrastiveModule
+    module: Any  # sslkit.training.module.ContrastiveModule
     datamodule: Any  # sslkit.data.base.ImageDataModule
     run_dir: Path
     seed: int = 0

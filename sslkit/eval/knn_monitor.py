@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from sslkit.distributed import labelled_global_batch
+from sslkit.runtime.distributed import labelled_global_batch
 from sslkit.errors import ConfigError
 from sslkit.eval.knn import knn_predict
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sslkit.checkpoint import load_checkpoint
+from sslkit.training.checkpoint import load_checkpoint, run_dir_of
 from sslkit.errors import CheckpointError
 from sslkit.eval.context import EvalContext
 
@@ -18,8 +18,8 @@ def load_for_evaluation(path: str | Path, overrides: dict | None = None):
     from the config saved in it; ``overrides`` (dotted keys) adjust that config, e.g. a moved
     ``data.root``. Returns ``(cfg, module, datamodule, checkpoint)``; a missing, foreign or
     mismatching file raises a one-line CheckpointError."""
-    from sslkit.build import build_datamodule, build_module
-    from sslkit.checkpoint import check_same_model
+    from sslkit.training.build import build_datamodule, build_module
+    from sslkit.training.checkpoint import check_same_model
 
     path = Path(path).expanduser()
     ckpt = load_checkpoint(path)
@@ -45,12 +45,6 @@ def load_trained(checkpoint: str | Path, device: str | torch.device | None = Non
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device).eval()
     return cfg, module, dm
-
-
-def run_dir_of(checkpoint: str | Path) -> Path:
-    """The run dir of a checkpoint: the folder holding ``checkpoints/``."""
-    path = Path(checkpoint).expanduser().resolve()
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def context_from_checkpoint(checkpoint: str | Path, device=None) -> EvalContext:

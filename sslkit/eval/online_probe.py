@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from sslkit.distributed import labelled_global_batch
+from sslkit.runtime.distributed import labelled_global_batch
 
 
 class OnlineLinearProbe(L.Callback):

@@ -33,7 +33,7 @@ def eval_device(setting: str | None) -> torch.device:
 
 def build_evaluators(cfg: DictConfig) -> dict:
     """Instantiate every entry of ``cfg.eval`` that names a ``_target_`` (in config order)."""
-    from sslkit.build import instantiate
+    from sslkit.training.build import instantiate
 
     if "_group_" in cfg:
         raise ConfigError(

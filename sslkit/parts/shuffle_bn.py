@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from sslkit.distributed import gather_no_grad, world_size
+from sslkit.runtime.distributed import gather_no_grad, world_size
 
 
 class ShuffleBN:

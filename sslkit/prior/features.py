@@ -59,9 +59,9 @@ class FeaturePrior(PriorSource):
     def _encode(self, dm, data) -> torch.Tensor:
         from omegaconf import OmegaConf
 
-        from sslkit.checkpoint import load_checkpoint
+        from sslkit.training.checkpoint import load_checkpoint
         from sslkit.eval.features import extract
-        from sslkit.build import build_module
+        from sslkit.training.build import build_module
 
         ckpt = load_checkpoint(self.checkpoint)
         module = build_module(OmegaConf.create(ckpt["sslkit"]["config"]))

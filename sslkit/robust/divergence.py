@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.distributed import world_size
+from sslkit.runtime.distributed import world_size
 from sslkit.errors import ConfigError
 from sslkit.losses.base import upcast
 

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from sslkit.distributed import world_size
+from sslkit.runtime.distributed import world_size
 
 
 def sam_perturbation(loss: Tensor, params: dict[str, nn.Parameter], rho: float,

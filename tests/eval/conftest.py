@@ -16,8 +16,8 @@ def smoke_parts():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from sslkit.cli import CONFIG_DIR
-    from sslkit.build import build_datamodule, build_module
+    from sslkit.training.config import CONFIG_DIR
+    from sslkit.training.build import build_datamodule, build_module
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sslkit.cli import CONFIG_DIR
+from sslkit.training.config import CONFIG_DIR
 from sslkit.eval.context import EvalContext
 from sslkit.eval.runner import build_evaluators, run_evaluators
 
@@ -49,7 +49,7 @@ def test_evaluator_contract(name, smoke_parts, tmp_path):
                   "every result has (e.g. result_keys = ('top1', 'seconds'))")
     _, module, dm = smoke_parts
     if name in DATA:
-        from sslkit.build import build_datamodule
+        from sslkit.training.build import build_datamodule
 
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

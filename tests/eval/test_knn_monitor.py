@@ -7,9 +7,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from sslkit.api import compose
+from sslkit.launch.api import compose
 from sslkit.eval.knn_monitor import KNNMonitor
-from sslkit.run import build_datamodule, build_module
+from sslkit.training.build import build_datamodule, build_module
 
 
 class Recorder(L.Callback):
@@ -93,7 +93,7 @@ def test_idle_epochs_collect_nothing(tmp_path):
 
 
 def test_labelled_global_batch_is_shared_by_the_monitors_and_drops_unlabelled_rows(monkeypatch):
-    import sslkit.distributed as distributed
+    import sslkit.runtime.distributed as distributed
 
     gathers = []
     monkeypatch.setattr(distributed, "gather_no_grad", lambda x: gathers.append(x) or x)

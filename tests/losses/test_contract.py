@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 import sslkit
-from sslkit.cli import config_dir
+from sslkit.training.config import config_dir
 from tests.conftest import F64, orthogonal, rand
 
 HEADS = sorted(p.stem for p in (config_dir() / "loss").glob("*.yaml"))

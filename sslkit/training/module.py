@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from sslkit.augment.pipeline import ViewAugment
 from sslkit.data.fields import MODULE_PARTS, batch_field
-from sslkit.distributed import gather_no_grad, gather_with_grad
+from sslkit.runtime.distributed import gather_no_grad, gather_with_grad
 from sslkit.encoders.projector import MLP
 from sslkit.optim import build_optimizer, warmup_cosine
 from sslkit.errors import ConfigError

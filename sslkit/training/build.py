@@ -13,9 +13,9 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from sslkit.errors import ConfigError, UserError
-from sslkit.preemption import Preemption
-from sslkit.runlog import RunLog, progress_bar
-from sslkit.throughput import Throughput
+from sslkit.runtime.preemption import Preemption
+from sslkit.runtime.runlog import RunLog, progress_bar
+from sslkit.runtime.throughput import Throughput
 
 
 def instantiate(cfg: DictConfig, what: str, *args, **kwargs):

@@ -13,7 +13,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sslkit.errors import CheckpointError, ConfigError
-from sslkit.module import FORMAT_VERSION
+from sslkit.training.module import FORMAT_VERSION
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run dir of a checkpoint: the folder holding ``checkpoints/``."""
+    path = Path(checkpoint).expanduser().resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -62,7 +68,29 @@ def load_checkpoint(path: str | Path) -> dict:
             f"checkpoint {path} refused: format version {version} is newer than this sslkit "
             f"reads ({FORMAT_VERSION}); upgrade sslkit"
         )
+    meta["config"] = upgrade_targets(meta.get("config") or {})
     return ckpt
+
+
+# classes that moved since a checkpoint was written: old dotted-path prefix -> new one. A saved
+# config's ``_target_`` is rewritten on load, so old checkpoints still build, evaluate and resume
+MOVED_TARGETS = {"sslkit.module.": "sslkit.training.module."}
+
+
+def upgrade_targets(config):
+    """``config`` (a saved run config, plain containers) with every ``_target_`` that names a
+    moved class rewritten to its current dotted path."""
+    if isinstance(config, dict):
+        out = {k: upgrade_targets(v) for k, v in config.items()}
+        target = out.get("_target_")
+        if isinstance(target, str):
+            for old, new in MOVED_TARGETS.items():
+                if target.startswith(old):
+                    out["_target_"] = new + target[len(old):]
+        return out
+    if isinstance(config, list):
+        return [upgrade_targets(v) for v in config]
+    return config
 
 
 # config sections whose change alters what a run means; anything else (max_epochs, loggers,

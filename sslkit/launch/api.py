@@ -25,7 +25,7 @@ def compose(overrides: Sequence[str] = (), run_dir: str | Path | None = None) ->
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from sslkit.cli import choice_errors, compose_config, expand_eval_all, null_groups
+    from sslkit.training.config import choice_errors, compose_config, expand_eval_all, null_groups
 
     overrides = null_groups(expand_eval_all(list(overrides)))
     choice_errors(overrides)
@@ -51,8 +51,8 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> d
     ``CheckpointError``) before any work. The resolved config is written to
     ``RUN_DIR/.hydra/config.yaml`` as the CLI does.
     """
-    from sslkit.run import train as run_train
-    from sslkit.schema import validate
+    from sslkit.launch.run import train as run_train
+    from sslkit.training.schema import validate
 
     cfg, run_dir, choices = compose(overrides, run_dir)
     validate(cfg)  # before anything is written
@@ -73,8 +73,8 @@ def evaluate(checkpoint: str | Path | Sequence[str | Path], overrides: Sequence[
     (``threads``, ``eval_device``, ``out``, ``aggregate_out``; configs/evaluate.yaml). A missing
     or foreign checkpoint or a bad setting raises ``sslkit.errors.UserError`` before any work.
     """
-    from sslkit.cli import choice_errors, compose_config, expand_eval_all
-    from sslkit.eval.cli import evaluate as run_evaluate, run_config_overrides
+    from sslkit.training.config import choice_errors, compose_config, expand_eval_all
+    from sslkit.launch.eval_cli import evaluate as run_evaluate, run_config_overrides
 
     many = not isinstance(checkpoint, (str, Path))
     overrides = run_config_overrides(expand_eval_all(list(overrides)))

@@ -25,9 +25,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sslkit.cli import CONFIG_DIR, check_choices, check_composes, expand_eval_all, fail
+from sslkit.training.config import CONFIG_DIR, expand_eval_all
+from sslkit.launch.train_cli import check_choices, check_composes, fail
 from sslkit.errors import ConfigError, UserError
-from sslkit.eval.stats import natural_key
+from sslkit.stats.intervals import natural_key
 
 RUN_CONFIG = "run_config"
 
@@ -92,10 +93,11 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
     evaluator)`` per checkpoint."""
     from rich.console import Console
 
-    from sslkit.eval.aggregate import aggregate
-    from sslkit.eval.loading import load_for_evaluation, run_dir_of
+    from sslkit.stats.aggregate import aggregate
+    from sslkit.eval.loading import load_for_evaluation
+    from sslkit.training.checkpoint import run_dir_of
     from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, jsonable
-    from sslkit.threads import apply as apply_threads
+    from sslkit.runtime.threads import apply as apply_threads
 
     apply_threads(cfg.threads)  # an int, null (torch's default) or auto
     paths = checkpoints(cfg)
@@ -154,7 +156,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """``python scripts/evaluate.py ARGS``, ``python -m sslkit.eval.cli ARGS`` and the
+    """``python scripts/evaluate.py ARGS``, ``python -m sslkit.launch.eval_cli ARGS`` and the
     ``sslkit-eval`` console script."""
     sys.argv[1:] = run_config_overrides(expand_eval_all(sys.argv[1:]))
     check_choices(sys.argv[1:])

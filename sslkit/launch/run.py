@@ -1,5 +1,5 @@
-"""What ``python train.py`` does: build the parts from the config (sslkit/build.py), check them
-before any work (sslkit/preflight.py, sslkit/checkpoint.py), pretrain, evaluate, summarise."""
+"""What ``python train.py`` does: build the parts from the config (sslkit/training/build.py), check them
+before any work (sslkit/training/preflight.py, sslkit/training/checkpoint.py), pretrain, evaluate, summarise."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sslkit.build import build_datamodule, build_module, build_trainer, instantiate
-from sslkit.checkpoint import check_same_model, resume_checkpoint
+from sslkit.training.build import build_datamodule, build_module, build_trainer, instantiate
+from sslkit.training.checkpoint import check_same_model, resume_checkpoint
 from sslkit.data.fields import check_head_inputs
 from sslkit.eval.runner import build_evaluators, check_inputs, eval_device, final_evaluation
-from sslkit.precision import choose as choose_precision
-from sslkit.preemption import Preemption
-from sslkit.preflight import check_sizes, planned_world_size
+from sslkit.runtime.precision import choose as choose_precision
+from sslkit.runtime.preemption import Preemption
+from sslkit.training.preflight import check_sizes, planned_world_size
 from sslkit.prior.base import absolute_paths, setup_prior
-from sslkit.runlog import note
-from sslkit.schema import validate
-from sslkit.threads import apply as apply_threads
+from sslkit.runtime.runlog import note
+from sslkit.training.schema import validate
+from sslkit.runtime.threads import apply as apply_threads
 
 
 def quiet_lightning() -> None:

@@ -1,34 +1,28 @@
-"""The ``train.py`` / ``sslkit-train`` command: refuse unknown config choices in one line, run,
-print the run summary."""
+"""The config tree and its composition: where ``configs/`` is, the choices of each group, and
+Hydra's compose with one-line errors for unknown choices and keys. Used by the command lines,
+the Python API, the schema check and the evaluation."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import NoReturn
 
-import hydra
 from omegaconf import DictConfig
 
-from sslkit.errors import ConfigError, UserError
+from sslkit.errors import ConfigError
 
 
 def config_dir() -> Path:
     """The ``configs/`` folder: ``sslkit/configs`` in an installed package (the wheel maps the
     checkout's root ``configs/`` there), else the checkout's ``configs/`` beside ``sslkit/``."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # sslkit/
     for candidate in (here / "configs", here.parent / "configs"):
         if (candidate / "train.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"sslkit configs not found in {here / 'configs'} or {here.parent / 'configs'}")
 
 
+
 CONFIG_DIR = config_dir()
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 def choices(group: str) -> list[str]:
@@ -81,13 +75,6 @@ def null_groups(argv: list[str]) -> list[str]:
     return out
 
 
-def check_choices(argv: list[str]) -> None:
-    try:
-        choice_errors(argv)
-    except ConfigError as err:
-        fail(str(err))
-
-
 def choice_errors(argv: list[str]) -> None:
     """``group=value`` for a config group whose folder has no ``value.yaml`` -> one-line error
     listing the valid choices (Hydra's own message spans a screen). A multirun list
@@ -109,18 +96,6 @@ def choice_errors(argv: list[str]) -> None:
                 continue
             if item not in valid:
                 raise ConfigError(f"unknown {key} '{item}'; choose one of: {', '.join(valid)}")
-
-
-def check_composes(argv: list[str], config_name: str = "train") -> None:
-    """Compose the config with the command-line overrides before Hydra runs, so an unknown key
-    or a malformed override is one line instead of Hydra's screen (single runs only: multirun
-    sweeps and flags are left to Hydra)."""
-    if any(a.startswith("-") for a in argv):
-        return
-    try:
-        compose_config(config_name, [a for a in argv if not a.startswith("hydra.")])
-    except ConfigError as err:
-        fail(str(err))
 
 
 def compose_config(config_name: str, overrides: list[str], **kwargs) -> DictConfig:
@@ -145,46 +120,3 @@ def describe_compose_error(err: Exception) -> str:
                 f"prints every key) or write +{key}=... to add a new one")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return "; ".join(lines[:3]) or type(err).__name__
-
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def hydra_main(cfg: DictConfig) -> float | None:
-    from sslkit.run import train  # heavy imports after Hydra has parsed the command line
-
-    try:
-        summary = train(cfg)
-    except UserError as err:
-        fail(str(err))
-    if summary:
-        print_summary(summary)
-        # what a sweeper optimises (hydra-optuna-sweeper): the summary key named by `objective`
-        return summary.get(cfg.get("objective") or "linear_probe_top1")
-    return None
-
-
-def main() -> None:
-    """``python train.py ARGS`` and the ``sslkit-train`` console script."""
-    sys.argv[1:] = null_groups(expand_eval_all(sys.argv[1:]))
-    check_choices(sys.argv[1:])
-    check_composes(sys.argv[1:])
-    hydra_main()
-
-
-def print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="sslkit run summary", show_header=False)
-    rows = [
-        ("linear probe top-1", summary.get("linear_probe_top1"), "{:.4f}"),
-        ("kNN top-1", summary.get("knn_top1"), "{:.4f}"),
-        ("online probe top-1", summary.get("online_probe_top1"), "{:.4f}"),
-        ("wall time", summary.get("wall_seconds"), "{:.0f} s"),
-        ("epochs", summary.get("epochs"), "{}"),
-        ("run dir", summary.get("run_dir"), "{}"),
-        ("checkpoint", summary.get("checkpoint"), "{}"),
-        *([("collapse warning", summary["collapse_warning"], "{}")] if summary.get("collapse_warning") else []),
-    ]
-    for name, value, fmt in rows:
-        table.add_row(name, fmt.format(value) if value is not None else "-")
-    Console(width=max(100, len(str(summary.get("checkpoint", ""))) + 30)).print(table)

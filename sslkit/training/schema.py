@@ -65,7 +65,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "monitor.knn.every_n_epochs": (0, None, True),
 }
 
-# keys that no ``_target_`` receives as a parameter (read by sslkit/run.py and sslkit/build.py)
+# keys that no ``_target_`` receives as a parameter (read by sslkit/launch/run.py and sslkit/training/build.py)
 TYPES: dict[str, object] = {
     "seed": int,
     "threads": int | typing.Literal["auto"] | None,
@@ -82,7 +82,7 @@ TYPES: dict[str, object] = {
     "optim.final_lr_ratio": float,
 }
 
-# values sslkit resolves before the constructor sees them (sslkit/precision.py)
+# values sslkit resolves before the constructor sees them (sslkit/runtime/precision.py)
 ALSO_ACCEPTED: dict[str, tuple] = {"trainer.precision": ("auto",)}
 
 # keys Hydra's instantiate reads itself
@@ -106,7 +106,7 @@ def _check_evaluators(cfg: DictConfig) -> None:
     selected = cfg.get("eval") if isinstance(cfg, DictConfig) else None
     if not isinstance(selected, DictConfig):
         return
-    from sslkit.cli import evaluators
+    from sslkit.training.config import evaluators
 
     known = None
     for name in selected.keys():

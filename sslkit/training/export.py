@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sslkit.checkpoint import load_checkpoint
+from sslkit.training.checkpoint import load_checkpoint, run_dir_of
 from sslkit.errors import CheckpointError
 
 RECIPE_VERSION = 1
@@ -119,7 +119,6 @@ def export_encoder(checkpoint: str | Path, out: str | Path | None = None) -> dic
     ``export/`` in the checkpoint's run dir) and check the built recipe loads them strictly."""
     from safetensors.torch import save_file
 
-    from sslkit.eval.loading import run_dir_of
 
     path = Path(checkpoint).expanduser()
     ckpt = load_checkpoint(path)
