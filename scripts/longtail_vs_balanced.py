@@ -18,16 +18,15 @@ with Welch-Satterthwaite degrees of freedom over the four groups of runs).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("sweep_report", Path(__file__).with_name("sweep_report.py"))
-sweep_report = importlib.util.module_from_spec(_spec)
-sys.modules["sweep_report"] = sweep_report
-_spec.loader.exec_module(sweep_report)
+from sslkit.stats.compare import welch_contrast
+from sslkit.stats.intervals import describe
+from sslkit.stats.runs import fill_from_configs, find_runs
+from sslkit.stats.tables import fmt, fmt_diff
 
 GROUPS = ("many", "medium", "few")
 
@@ -35,8 +34,8 @@ GROUPS = ("many", "medium", "few")
 def runs_with_loss(sweep_dir: Path) -> list:
     """The sweep's runs, each naming its head even where a sweep file chose it
     (``override /loss: ...``) rather than an override."""
-    runs = sweep_report.find_runs(sweep_dir)
-    sweep_report.fill_from_configs(runs, ["loss"])
+    runs = find_runs(sweep_dir)
+    fill_from_configs(runs, ["loss"])
     return runs
 
 
@@ -65,14 +64,15 @@ def balanced_runs(sweep_dirs: list[Path]) -> dict[str, list[list[float]]]:
 
 
 def interval(values: list[float]) -> str:
-    s = sweep_report.stats(values)
-    return sweep_report.fmt(s["mean"], s["ci95"], "")
+    s = describe(values)
+    return fmt(s["mean"], s["ci95"], "")
 
 
 def difference_of_changes(a_lt, a_bal, b_lt, b_bal) -> tuple[float, float]:
     """(a_lt - a_bal) - (b_lt - b_bal) and its 95% half-width (Welch-Satterthwaite)."""
-    out = sweep_report.welch_contrast([(+1, a_lt), (-1, a_bal), (-1, b_lt), (+1, b_bal)])
-    return out["diff"], out["diff_ci95"]
+    out = welch_contrast([(+1, list(enumerate(a_lt))), (-1, list(enumerate(a_bal))),
+                          (-1, list(enumerate(b_lt))), (+1, list(enumerate(b_bal)))])
+    return out["diff"], out["ci95"]
 
 
 def table(lt: dict, balanced: dict, reference: str | None) -> list[str]:
@@ -92,16 +92,16 @@ def table(lt: dict, balanced: dict, reference: str | None) -> list[str]:
             bal = [statistics.mean(per_class[c] for c in classes) for per_class in balanced[loss]]
             values[(ratio, loss, group)] = (long_tailed, bal)
     for (ratio, loss, group), (long_tailed, bal) in values.items():
-        change = sweep_report.welch(long_tailed, bal)
+        change = welch_contrast([(+1, list(enumerate(long_tailed))), (-1, list(enumerate(bal)))])
         classes = " ".join(str(c) for c, g in enumerate(lt[(ratio, loss)][0]["class_groups"]) if g == group)
         cells = [ratio, loss, f"{group} ({classes})", interval(bal), interval(long_tailed),
-                 sweep_report.fmt_diff(change["diff"], change["diff_ci95"])]
+                 fmt_diff(change["diff"], change["ci95"])]
         if reference:
             ref = values.get((ratio, reference, group))
             if ref is None or loss == reference:
                 cells.append("-")
             else:
-                cells.append(sweep_report.fmt_diff(*difference_of_changes(long_tailed, bal, *ref)))
+                cells.append(fmt_diff(*difference_of_changes(long_tailed, bal, *ref)))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -133,7 +133,7 @@ def write_runs(root: Path, runs: list[tuple[list[str], float]]) -> None:
         (run / "summary.json").write_text(json.dumps({"linear_probe_top1": acc}))
 
 
-def test_report_compare_is_a_welch_interval(tmp_path):
+def test_report_compare_pairs_shared_seeds_else_welch(tmp_path):
     from scipy import stats as scipy_stats
 
     report_mod = load_report_module()
@@ -142,11 +142,20 @@ def test_report_compare_is_a_welch_interval(tmp_path):
                           for loss, accs in (("infonce", infonce), ("cacr", cacr)) for i, acc in enumerate(accs)])
     rep = report_mod.build_report(tmp_path, ["linear_probe_top1"], compare=("loss", "infonce"))
     rows = {r["loss"]: r for r in rep["rows"]}
-    ref = scipy_stats.ttest_ind(cacr, infonce, equal_var=False).confidence_interval(0.95)
+    # seeds 0, 1, 2 on both sides: a paired interval of the per-seed differences
+    ref = scipy_stats.ttest_rel(cacr, infonce).confidence_interval(0.95)
     diff, ci = rows["cacr"]["linear_probe_top1_diff"], rows["cacr"]["linear_probe_top1_diff_ci95"]
+    assert rows["cacr"]["linear_probe_top1_test"] == "paired" and rows["cacr"]["linear_probe_top1_n"] == 3
     assert diff == pytest.approx(statistics.mean(cacr) - statistics.mean(infonce))
     assert (diff - ci, diff + ci) == pytest.approx((ref.low, ref.high), rel=1e-9)
     assert rows["infonce"]["linear_probe_top1_diff"] == pytest.approx(0.0)
+    # unpaired (forced here; by itself where the rows share no seed): Welch
+    rep = report_mod.build_report(tmp_path, ["linear_probe_top1"], compare=("loss", "infonce"), paired=False)
+    cacr_row = next(r for r in rep["rows"] if r["loss"] == "cacr")
+    ref = scipy_stats.ttest_ind(cacr, infonce, equal_var=False).confidence_interval(0.95)
+    diff, ci = cacr_row["linear_probe_top1_diff"], cacr_row["linear_probe_top1_diff_ci95"]
+    assert cacr_row["linear_probe_top1_test"] == "welch"
+    assert (diff - ci, diff + ci) == pytest.approx((ref.low, ref.high), rel=1e-9)
     with pytest.raises(ValueError, match="loss: infonce, cacr"):
         report_mod.build_report(tmp_path, ["linear_probe_top1"], compare=("loss", "moco"))
 
@@ -177,8 +186,8 @@ def test_report_pools_sweeps_and_filters(tmp_path):
     assert report_mod.main([str(tmp_path / "main"), "--compare", "loss"]) == 2
     markdown = report_mod.markdown_table(rep).splitlines()
     assert markdown[0] == "| prior | n | seeds | linear_probe_top1 | Δ linear_probe_top1 vs prior=- |"
-    # 0.91 ± t(0.975, 1) 0.01414 / sqrt 2; Welch: se 0.01414 with 2 degrees of freedom, t 4.3027
-    assert markdown[3] == "| labels | 2 | 0 1 | 0.9100 ± 0.1271 | +0.2000 ± 0.0608 |"
+    # 0.91 ± t(0.975, 1) 0.01414 / sqrt 2; paired over seeds 0 and 1: both differences 0.2
+    assert markdown[3] == "| labels | 2 | 0 1 | 0.9100 ± 0.1271 | +0.2000 ± 0.0000 |"
 
 
 def test_report_takes_later_evaluations_and_plots_a_scatter(tmp_path):

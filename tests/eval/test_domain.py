@@ -159,7 +159,7 @@ def test_train_refuses_eval_domain_without_domains_before_training(tmp_path):
 
 
 def test_runs_on_other_domains_are_other_experiments():
-    from sslkit.eval.aggregate import identity
+    from sslkit.stats.aggregate import identity
 
     run = {"seed": 0, "loss": {"alpha": 1.0}, "data": {"_target_": "S", "domain_shift": ["plain", "invert"]}}
     assert identity(run) == identity({**run, "seed": 1})

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from sslkit.eval.stats import mean_ci95, natural_key
+from sslkit.stats.intervals import describe, mean_ci95, natural_key
 
 
 def test_natural_key_orders_numbers_by_value():
@@ -32,3 +32,12 @@ def test_mean_ci95_of_one_or_no_value_has_no_interval():
     assert one["mean"] == 0.5 and one["n"] == 1 and math.isnan(one["ci95"]) and math.isnan(one["std"])
     none = mean_ci95([])
     assert none["n"] == 0 and math.isnan(none["mean"])
+
+
+def test_describe_leaves_out_values_that_are_not_finite_numbers():
+    out = describe([0.5, math.nan, 0.7, None, math.inf, 0.6])
+    assert out["n"] == 3 and out["mean"] == pytest.approx(0.6)
+    assert (out["min"], out["max"]) == (0.5, 0.7)
+    assert out["ci95"] == pytest.approx(mean_ci95([0.5, 0.7, 0.6])["ci95"])
+    empty = describe([math.nan])
+    assert empty["n"] == 0 and math.isnan(empty["min"]) and math.isnan(empty["mean"])

@@ -1,0 +1,27 @@
+"""Statistics and reports over runs: what scripts (``scripts/sweep_report.py``, the evaluation
+CLI) only call. No torch import, so reports start in under a second.
+
+- ``intervals``: mean and 95% t-interval of one setting's seeds, natural order of run names.
+- ``compare``: differences between settings, paired over shared seeds or Welch, Holm's
+  correction of a family, the verdict rule.
+- ``identity``: which config keys make two runs the same experiment (all but the seed and a
+  short documented list); refusal of a setting that holds one seed twice.
+- ``aggregate``: evaluation results pooled over seeds, and compared (the evaluation CLI).
+- ``runs``, ``sweep``: the runs of Hydra multiruns (or a ``runs.csv``) as a report's rows and
+  comparisons; ``tables``, ``plots``: that report as tables, files and pictures.
+- ``jsonio``: strict JSON (non-finite numbers as null).
+"""
+
+from sslkit.stats.compare import (
+           apply_holm,
+           compare,
+           contrast,
+           holm,
+           paired_contrast,
+           verdict,
+           welch_contrast,
+)
+from sslkit.stats.intervals import describe, mean_ci95, natural_key, t_quantile
+
+__all__ = ["apply_holm", "compare", "contrast", "describe", "holm", "mean_ci95", "natural_key",
+           "paired_contrast", "t_quantile", "verdict", "welch_contrast"]

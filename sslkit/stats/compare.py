@@ -1,0 +1,155 @@
+"""Differences between settings, and the correction of a family of them.
+
+Runs that share a seed share their initial weights and augmentation stream, so two settings run
+with the same seeds are *paired*: the difference is a one-sample t-interval of the per-seed
+differences (``scipy.stats.ttest_rel``), on the seeds both sides have. Settings without a
+shared seed are compared with Welch's unequal-variance t-interval
+(``scipy.stats.ttest_ind(equal_var=False)``). Every comparison says which test it used
+(``test``), how many values its interval used (``n``: pairs, or both sides' values) and how many
+it dropped (``dropped``: seeds only one side has, non-finite values). A family of comparisons is
+corrected with Holm-Bonferroni (``holm``, ``apply_holm``); the verdict rule is one for every
+row and metric: the difference is called where its Holm-adjusted p-value is below ``alpha``
+(equivalently, where its t-interval at Holm's level for its rank excludes 0).
+
+A side is a mapping seed -> value or a list of ``(seed, value)``; a seed of ``None`` is unknown
+(never paired).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+from sslkit.stats.intervals import natural_key, t_quantile, t_sf
+
+Side = Mapping[Hashable, float] | Sequence[tuple[Hashable, float]]
+
+ALPHA = 0.05
+
+
+def _items(side: Side) -> list[tuple[Hashable, float]]:
+    items = list(side.items()) if isinstance(side, Mapping) else [tuple(x) for x in side]
+    seeds = [s for s, _ in items if s is not None]
+    if len(seeds) != len(set(seeds)):
+        twice = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+        raise ValueError(f"seed {', '.join(twice)} given twice on one side of a comparison")
+    return items
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _result(test: str, diff: float, half: float, t: float, df: float, p: float, **extra) -> dict:
+    low, high = (diff - half, diff + half) if math.isfinite(half) else (math.nan, math.nan)
+    return {"test": test, "diff": diff, "ci95": half, "low": low, "high": high, "t": t, "df": df,
+            "p": p, **extra}
+
+
+def one_sample(values: list[float]) -> dict:
+    """Mean of ``values`` and its 95% t-interval, t statistic, degrees of freedom and two-sided
+    p-value against 0. One value: no interval (NaN); zero spread: a zero-width interval, p 0
+    (or 1 when the mean is 0)."""
+    n = len(values)
+    if n == 0:
+        return _result("paired", math.nan, math.nan, math.nan, math.nan, math.nan)
+    mean = sum(values) / n
+    if n == 1:
+        return _result("paired", mean, math.nan, math.nan, math.nan, math.nan)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    df = n - 1
+    if sd == 0.0:
+        return _result("paired", mean, 0.0, math.copysign(math.inf, mean) if mean else math.nan, df,
+                       0.0 if mean else 1.0)
+    se = sd / math.sqrt(n)
+    return _result("paired", mean, t_quantile(df) * se, mean / se, df, t_sf(mean / se, df))
+
+
+def paired_contrast(parts: list[tuple[float, Side]]) -> dict:
+    """``sum(sign * value)`` per seed that every part has (a finite value for), then the
+    one-sample interval of those per-seed contrasts. Two parts ``[(+1, a), (-1, b)]`` are the
+    paired difference a - b (``scipy.stats.ttest_rel``)."""
+    sides = [(sign, _items(side)) for sign, side in parts]
+    by_seed = [{s: v for s, v in items if s is not None and _is_number(v)} for _, items in sides]
+    shared = set.intersection(*(set(d) for d in by_seed)) if by_seed else set()
+    seeds = sorted(shared, key=natural_key)
+    contrasts = [sum(sign * d[s] for (sign, _), d in zip(sides, by_seed)) for s in seeds]
+    out = one_sample(contrasts)
+    total = sum(len(items) for _, items in sides)
+    return {**out, "n": len(seeds), "n_a": len(seeds), "n_b": len(seeds),
+            "dropped": total - len(seeds) * len(sides), "seeds": seeds}
+
+
+def welch_contrast(parts: list[tuple[float, Side]]) -> dict:
+    """``sum(sign * mean(values))`` over ``parts`` and its 95% t-interval with unequal variances
+    (Welch-Satterthwaite degrees of freedom); no interval when a part has fewer than 2 finite
+    values. Two parts ``[(+1, a), (-1, b)]`` are Welch's difference of means
+    (``scipy.stats.ttest_ind(a, b, equal_var=False)``)."""
+    sides = [(sign, [float(v) for _, v in _items(side) if _is_number(v)], len(_items(side)))
+             for sign, side in parts]
+    counts = [len(v) for _, v, _ in sides]
+    extra = {"n": sum(counts), "n_a": counts[0] if counts else 0,
+             "n_b": sum(counts[1:]), "dropped": sum(total - len(v) for _, v, total in sides)}
+    if not all(counts):
+        return {**_result("welch", math.nan, math.nan, math.nan, math.nan, math.nan), **extra}
+    diff = sum(sign * sum(v) / len(v) for sign, v, _ in sides)
+    if min(counts) < 2:
+        return {**_result("welch", diff, math.nan, math.nan, math.nan, math.nan), **extra}
+    terms = []
+    for _, v, _ in sides:
+        mean = sum(v) / len(v)
+        terms.append(sum((x - mean) ** 2 for x in v) / (len(v) - 1) / len(v))
+    se2 = sum(terms)
+    if se2 == 0.0:
+        return {**_result("welch", diff, 0.0, math.copysign(math.inf, diff) if diff else math.nan,
+                          math.nan, 0.0 if diff else 1.0), **extra}
+    df = se2 ** 2 / sum(t ** 2 / (len(v) - 1) for t, (_, v, _) in zip(terms, sides))
+    se = math.sqrt(se2)
+    return {**_result("welch", diff, t_quantile(df) * se, diff / se, df, t_sf(diff / se, df)), **extra}
+
+
+def contrast(parts: list[tuple[float, Side]], paired: bool | None = None) -> dict:
+    """Paired when every part shares at least one seed with the others (``paired=None``), else
+    Welch; ``paired=False`` forces Welch, ``paired=True`` pairing."""
+    if paired is None:
+        seed_sets = [{s for s, _ in _items(side) if s is not None} for _, side in parts]
+        paired = bool(seed_sets) and bool(set.intersection(*seed_sets))
+    return paired_contrast(parts) if paired else welch_contrast(parts)
+
+
+def compare(a: Side, b: Side, paired: bool | None = None) -> dict:
+    """a minus b: paired over their shared seeds when they have any, else Welch."""
+    return contrast([(+1.0, a), (-1.0, b)], paired)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given. Non-finite p-values (comparisons
+    without an interval) stay NaN and do not count in the family's size."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if _is_number(p))
+    m = len(tested)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def verdict(diff: float, p: float, alpha: float = ALPHA) -> str:
+    """``higher`` / ``lower`` (the first side minus the second; p below ``alpha``),
+    ``inconclusive``, or ``untested`` (no interval: fewer than 2 values)."""
+    if not _is_number(p) or not _is_number(diff):
+        return "untested"
+    if p < alpha:
+        return "higher" if diff > 0 else "lower"
+    return "inconclusive"
+
+
+def apply_holm(comparisons: list[dict], alpha: float = ALPHA) -> list[dict]:
+    """Holm over ``comparisons`` (one family): each gets ``p_holm``, ``family_size`` (the tested
+    ones) and ``verdict`` (on ``p_holm``). Returns the same dicts."""
+    adjusted = holm([c["p"] for c in comparisons])
+    size = sum(_is_number(c["p"]) for c in comparisons)
+    for c, p in zip(comparisons, adjusted):
+        c["p_holm"], c["family_size"], c["verdict"] = p, size, verdict(c["diff"], p, alpha)
+    return comparisons

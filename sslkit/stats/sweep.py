@@ -1,0 +1,246 @@
+"""A sweep's report as data: one row per setting (its seeds pooled: mean, 95% t-interval,
+spread), and the comparisons between rows (paired over shared seeds, else Welch), corrected as
+one Holm family. ``scripts/sweep_report.py`` is its command line; ``sslkit.stats.tables`` and
+``sslkit.stats.plots`` show it.
+
+Rows: the runs are grouped by the keys whose overrides differ between them (or exactly the
+``group_by`` keys), then split further by any other key of their saved configs that differs
+within a row (``sslkit.stats.identity``: everything but the seed, paths, logging, threads), which
+then becomes a column; a row that would hold the same seed twice is refused."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sslkit.stats.compare import ALPHA, apply_holm, verdict
+from sslkit.stats.compare import compare as compare_sides
+from sslkit.stats.identity import differing_keys, refuse_duplicate_seeds
+from sslkit.stats.intervals import describe, natural_key
+from sslkit.stats.runs import (
+    Run,
+    fill_from_configs,
+    find_runs,
+    matches,
+    merge_duplicates,
+    ordered_values,
+    read_runs_csv,
+    swept_keys,
+)
+
+DEFAULT_METRICS = ("linear_probe_top1", "knn_top1", "online_probe_top1", "wall_seconds")
+STATS = ("mean", "ci95", "std", "min", "max")
+COMPARISON_FIELDS = ("diff", "diff_ci95", "test", "n", "dropped", "p", "p_holm", "verdict")
+
+
+@dataclass
+class Group:
+    key: tuple[str, ...]  # values of the grouping keys
+    runs: list[Run] = field(default_factory=list)
+
+    def seeded(self, metric: str, seed_key: str) -> list[tuple[str | None, float]]:
+        """``(seed, value)`` of every run (NaN where the run has no finite value)."""
+        return [(r.seed(seed_key), r.value(metric)) for r in self.runs]
+
+    def values(self, metric: str) -> list[float]:
+        return [v for r in self.runs if not math.isnan(v := r.value(metric))]
+
+
+def read_sources(sources: list[Path], seed_key: str = "seed") -> tuple[list[Run], list[str]]:
+    """The runs of every sweep dir or ``runs.csv`` in ``sources`` (a run named twice counts
+    once), and the metric columns the csv files have."""
+    runs: list[Run] = []
+    csv_metrics: list[str] = []
+    for source in sources:
+        if Path(source).is_file():
+            found, metrics = read_runs_csv(Path(source), seed_key)
+            runs += found
+            csv_metrics += [m for m in metrics if m not in csv_metrics]
+        else:
+            runs += find_runs(Path(source))
+    return merge_duplicates(runs), csv_metrics
+
+
+def split_by_config(runs: list[Run], keys: list[str], seed_key: str, ignore: tuple[str, ...]) -> list[str]:
+    """Config keys (not among ``keys``) whose value differs between runs that ``keys`` alone
+    would pool; each run's value is written into its overrides so they group by it too."""
+    rows: dict[tuple, list[Run]] = {}
+    for r in runs:
+        rows.setdefault(tuple(r.overrides.get(k, "-") for k in keys), []).append(r)
+    extra: list[str] = []
+    for members in rows.values():
+        settings = [s for r in members if (s := r.setting((seed_key, *ignore))) is not None]
+        extra += [k for k in differing_keys(settings) if k not in keys and k not in extra]
+    for r in runs:
+        s = r.setting((seed_key, *ignore)) or {}
+        for k in extra:
+            r.overrides.setdefault(k, s.get(k, "-"))
+    return extra
+
+
+def group_runs(runs: list[Run], keys: list[str], seed_key: str = "seed") -> list[Group]:
+    """Rows of ``runs`` by the values of ``keys``, in sweep order; refuses a row holding one
+    seed twice (``DuplicateSeedError``, naming the two runs)."""
+    order = {k: ordered_values(runs, k) for k in keys}
+    groups: dict[tuple[str, ...], Group] = {}
+    for r in runs:
+        key = tuple(r.overrides.get(k, "-") for k in keys)
+        groups.setdefault(key, Group(key)).runs.append(r)
+    for g in groups.values():
+        where = ", ".join(f"{k}={v}" for k, v in zip(keys, g.key))
+        refuse_duplicate_seeds([(r.seed(seed_key), r.source or str(r.path)) for r in g.runs],
+                               f" ({where})" if where else "")
+    return sorted(groups.values(), key=lambda g: [order[k].index(v) for k, v in zip(keys, g.key)])
+
+
+def parse_selection(text: str) -> dict[str, str]:
+    """``loss=cacr`` or ``adversarial.w_div=0.0,adversarial.sam_rho=0.0`` -> key -> value."""
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{text!r}: write KEY=VALUE[,KEY=VALUE...], e.g. loss=cacr")
+        out[key] = value
+    return out
+
+
+def parse_pair(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``loss=cacr:loss=infonce`` -> (selection of the first rows, of the second)."""
+    a, sep, b = text.partition(":")
+    if not sep:
+        raise ValueError(f"{text!r}: write A:B, e.g. loss=cacr:loss=infonce (A minus B)")
+    return parse_selection(a), parse_selection(b)
+
+
+def pair_rows(rows: list[dict], keys: list[str], a: dict[str, str], b: dict[str, str]) -> list[tuple[dict, dict]]:
+    """Every row matching ``a`` with the row matching ``b`` whose other keys are equal. A key
+    one of the two rows does not set (``-``: no prior, hence no kernel bandwidth; CACR, which has
+    no temperature, against InfoNCE at 0.1) matches any value when that leaves one row."""
+    chosen = set(a) | set(b)
+    others = [k for k in keys if k not in chosen]
+    out = []
+    for row in rows:
+        if not all(row.get(k) == v for k, v in a.items()):
+            continue
+        refs = [r for r in rows if r is not row and all(r.get(k) == v for k, v in b.items())]
+        exact = [r for r in refs if all(r[k] == row[k] for k in others)]
+        loose = [r for r in refs if all("-" in (r[k], row[k]) or r[k] == row[k] for k in others)]
+        ref = exact[0] if exact else loose[0] if len(loose) == 1 else None
+        if ref is not None:
+            out.append((row, ref))
+    return out
+
+
+def label(row: dict, ref: dict, keys: list[str]) -> str:
+    """``cacr - infonce (data.imbalance_ratio=10)``: the values that differ (with their keys when
+    more than one does), then the keys both rows share."""
+    apart = [k for k in keys if row[k] != ref[k]]
+    same = ", ".join(f"{k}={row[k]}" for k in keys if row[k] == ref[k])
+
+    def side(r: dict) -> str:
+        return r[apart[0]] if len(apart) == 1 else ", ".join(f"{k}={r[k]}" for k in apart)
+
+    return f"{side(row)} - {side(ref)}" + (f" ({same})" if same else "")
+
+
+def add_comparisons(report: dict, pairs: list[tuple[dict, dict]], metrics: list[str],
+                    family: list[str], paired: bool | None, alpha: float) -> None:
+    """``report["comparisons"]``: every pair of rows on every metric (a minus b), paired over
+    their shared seeds or Welch; the ones on a ``family`` metric corrected together (Holm)."""
+    rows, keys = report["rows"], report["keys"]
+    out = []
+    for row, ref in pairs:
+        for m in metrics:
+            c = compare_sides(row["_seeded"][m], ref["_seeded"][m], paired)
+            c.update({"a": rows.index(row), "b": rows.index(ref), "label": label(row, ref, keys),
+                      "metric": m, "family": m in family, "p_holm": math.nan, "verdict": ""})
+            out.append(c)
+    apply_holm([c for c in out if c["family"]], alpha)
+    for c in out:
+        if not c["family"]:
+            c["verdict"] = verdict(c["diff"], c["p"], alpha) + " (uncorrected)"
+    report["comparisons"] = out
+
+
+def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None, seed_key: str = "seed",
+                 where: dict[str, str] | None = None, compare: tuple[str, str] | None = None,
+                 keys: list[str] | None = None, group_by: list[str] | None = None,
+                 pairs: list[str] | None = None, compare_on: list[str] | None = None,
+                 family: list[str] | None = None, primary: str | None = None,
+                 paired: bool | None = None, ignore: list[str] | None = None,
+                 extra_metrics: list[str] | None = None, alpha: float = ALPHA) -> dict:
+    """Everything the table, CSV, JSON and plots show; also what tests check.
+
+    ``sweep_dir``: sweep dirs and/or ``runs.csv`` files, pooled. ``metrics``: summary keys (default:
+    the csv files' metric columns, else ``DEFAULT_METRICS``); ``primary``: the table's primary
+    metric (default: the first). ``group_by``: the rows are exactly these keys' values (read from
+    each run's config where no override names them). ``compare=(KEY, VALUE)``: every row minus
+    the row with KEY=VALUE and the same other keys; ``pairs``: ``A:B`` selections
+    (``loss=cacr:loss=infonce``), each row matching A minus its B. Compared on ``compare_on``
+    (default: the primary metric) for the table and on every metric for the csv; the comparisons
+    on the ``family`` metrics (default: ``compare_on``) are one Holm family. ``paired``: None
+    pairs where seeds are shared, False forces Welch. ``ignore``: more config keys that do not
+    split a row. ``extra_metrics``: summarised too (a plotted metric), after ``metrics``."""
+    dirs = [sweep_dir] if isinstance(sweep_dir, (str, Path)) else list(sweep_dir)
+    runs, csv_metrics = read_sources([Path(d) for d in dirs], seed_key)
+    metrics = list(metrics or csv_metrics or DEFAULT_METRICS)
+    primary = primary or metrics[0]
+    metrics = list(dict.fromkeys([*metrics, primary, *(extra_metrics or [])]))
+    fill_from_configs(runs, [*(keys or []), *(group_by or []), seed_key])
+    runs = [r for r in runs if matches(r, where or {})]
+    done = [r for r in runs if r.summary is not None]
+    swept = swept_keys(runs) if not group_by else [k for k in group_by if k != seed_key] + [seed_key]
+    group_keys = [k for k in swept if k != seed_key]
+    group_keys += split_by_config(done, group_keys, seed_key, tuple(ignore or ()))
+    fixed = {k: v for k, v in (runs[0].overrides.items() if runs else []) if k not in swept + group_keys}
+    rows = []
+    for g in group_runs(done, group_keys, seed_key):
+        row: dict = dict(zip(group_keys, g.key))
+        row["n"] = len(g.runs)
+        row["seeds"] = " ".join(sorted({r.seed(seed_key) or "default" for r in g.runs}, key=natural_key))
+        row["runs"] = " ".join(r.path.name for r in g.runs)
+        row["_values"] = {m: g.values(m) for m in metrics}  # finite per-run values (plot scatter)
+        row["_seeded"] = {m: g.seeded(m, seed_key) for m in metrics}
+        row["_runs"] = g.runs
+        for m in metrics:
+            for stat, v in describe(row["_values"][m]).items():
+                if stat != "n":
+                    row[f"{m}_{stat}"] = v
+        rows.append(row)
+    compare_on = [m for m in (compare_on or [primary]) if m in metrics] or [primary]
+    report = {
+        "sweep_dir": " ".join(map(str, dirs)), "sweep_dirs": [str(d) for d in dirs], "keys": group_keys,
+        "seed_key": seed_key, "fixed": fixed, "metrics": metrics, "primary": primary, "rows": rows,
+        "runs": len(runs), "where": where or {}, "compare": compare, "pairs": list(pairs or []),
+        "compare_on": compare_on, "family": [m for m in (family or compare_on) if m in metrics],
+        "alpha": alpha, "missing": [str(r.path) for r in runs if r.summary is None], "comparisons": [],
+    }
+    chosen: list[tuple[dict, dict]] = []
+    if compare is not None:
+        if compare[0] not in group_keys or not any(r[compare[0]] == compare[1] for r in rows):
+            raise ValueError(f"--compare {compare[0]}={compare[1]}: no row has it; swept keys and values: "
+                             + "; ".join(f"{k}: {', '.join(ordered_values(runs, k))}" for k in group_keys))
+        chosen += [(a, b) for a, b in pair_rows(rows, group_keys, {}, {compare[0]: compare[1]})
+                   if a[compare[0]] != compare[1]]
+    for text in pairs or []:
+        a, b = parse_pair(text)
+        unknown = [k for k in (*a, *b) if k not in group_keys]
+        if unknown:
+            raise ValueError(f"--pairs {text}: {', '.join(unknown)} is not a key of the rows "
+                             f"({', '.join(group_keys) or 'none'})")
+        found = pair_rows(rows, group_keys, a, b)
+        if not found:
+            raise ValueError(f"--pairs {text}: no row matches both sides with its other keys equal")
+        chosen += [p for p in found if p not in chosen]
+    add_comparisons(report, chosen, metrics, report["family"], paired, alpha)
+    if compare is not None:  # each row's difference from its reference, as columns
+        for row in rows:
+            for m in metrics:
+                c = next((c for c in report["comparisons"] if rows[c["a"]] is row and c["metric"] == m
+                          and rows[c["b"]][compare[0]] == compare[1]), None)
+                c = c or {"diff": 0.0 if row[compare[0]] == compare[1] else math.nan, "ci95": math.nan}
+                for f in COMPARISON_FIELDS:
+                    value = c.get("ci95" if f == "diff_ci95" else f, math.nan)
+                    row[f"{m}_{f}"] = value
+    return report
