@@ -21,13 +21,16 @@ their saved configs that differs (all but the seed, paths, logging and threads:
 one setting. A row holding the same seed twice is refused, naming both runs.
 
 Comparisons: ``--compare KEY=VALUE`` takes every row minus the row with KEY=VALUE and the same
-other keys; ``--pairs A:B`` each row matching A minus its B. Runs with the same seed share
+other keys; ``--pairs A:B`` each row matching A minus its B; ``--interaction A:B`` each
+compared pair of rows matching A minus the one matching B (a difference of differences). Runs with the same seed share
 their initial weights and augmentation stream, so a difference is a paired t-interval over the
 seeds both rows have (seeds only one has are dropped and counted), and Welch's interval where
-they share none (``--unpaired``: always Welch). The comparisons on the ``--family`` metrics
-(default: the ``--compare-on`` metrics, default the primary metric) are one family, corrected
-with Holm; the verdict, the same for every row and metric, is the sign of the difference where
-its Holm-adjusted p-value is below 0.05. ``--primary`` names the table's primary metric
+they share none (``--unpaired``: always Welch). Differences are taken on the ``--compare-on``
+metrics (default: the primary metric) and corrected with Holm within each family: the report's
+comparisons on one metric (``--family metric``, the default) or all of them (``--family all``);
+the verdict, the same for every row and metric, is the sign of the difference where its
+Holm-adjusted p-value is below 0.05 (no test, ``untested``, with fewer than 2 values or no
+spread at all). ``--primary`` names the table's primary metric
 (default: the first of ``--metrics``).
 
 Prints the tables (rich, or ``--markdown``), writes ``report.csv`` (per setting), ``runs.csv`` (per
@@ -78,10 +81,15 @@ def parser() -> argparse.ArgumentParser:
                    help="differences of the rows matching A from their rows matching B (the other keys "
                         "equal), e.g. loss=cacr:loss=infonce or "
                         "adversarial.w_div=0.1,adversarial.sam_rho=0.05:adversarial.w_div=0.1,adversarial.sam_rho=0.0")
+    p.add_argument("--interaction", nargs="+", default=[], metavar="A:B",
+                   help="differences of differences: each compared pair of rows matching A minus the "
+                        "compared pair matching B, e.g. with --pairs data.batch_size=64:data.batch_size=1024, "
+                        "loss=cacr:loss=infonce (CACR's change minus InfoNCE's)")
     p.add_argument("--compare-on", nargs="+", metavar="METRIC",
                    help="the metrics whose differences the tables show (default: the primary metric)")
-    p.add_argument("--family", nargs="+", metavar="METRIC",
-                   help="the metrics whose comparisons form one Holm family (default: --compare-on)")
+    p.add_argument("--family", choices=("metric", "all"), default="metric",
+                   help="the Holm families: each metric's comparisons (default), or all comparisons of "
+                        "the report together")
     p.add_argument("--unpaired", action="store_true",
                    help="Welch intervals even where rows share seeds (seeds that do not share weights "
                         "or augmentation streams)")
@@ -117,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     where = dict(item.split("=", 1) for item in args.where)
     compare = tuple(args.compare.split("=", 1)) if args.compare else None
-    extra = [m for m in [args.primary, args.plot_metric, *(args.scatter or []), *(args.compare_on or []),
-                         *(args.family or [])] if m]
+    extra = [m for m in [args.primary, args.plot_metric, *(args.scatter or []), *(args.compare_on or [])] if m]
     try:
-        report = build_report(args.sweep_dir, args.metrics, args.seed_key, where, compare, args.keys, args.group_by,
-                              pairs=args.pairs, compare_on=args.compare_on, family=args.family,
-                              primary=args.primary, paired=False if args.unpaired else None,
-                              ignore=args.ignore_keys, extra_metrics=extra)
+        report = build_report(args.sweep_dir, args.metrics, args.seed_key, where, compare, args.keys,
+                              args.group_by, pairs=args.pairs, interactions=args.interaction,
+                              compare_on=args.compare_on, family=args.family, primary=args.primary,
+                              paired=False if args.unpaired else None, ignore=args.ignore_keys,
+                              extra_metrics=extra)
     except (ValueError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

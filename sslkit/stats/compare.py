@@ -25,6 +25,7 @@ from sslkit.stats.intervals import natural_key, t_quantile, t_sf
 Side = Mapping[Hashable, float] | Sequence[tuple[Hashable, float]]
 
 ALPHA = 0.05
+ZERO_SPREAD = 1e-9  # a standard deviation below this fraction of the values' size is float rounding
 
 
 def _items(side: Side) -> list[tuple[Hashable, float]]:
@@ -46,23 +47,28 @@ def _result(test: str, diff: float, half: float, t: float, df: float, p: float, 
             "p": p, **extra}
 
 
+def _no_spread(sd: float, values: list[float]) -> bool:
+    """A spread at the level of float rounding of the values: none."""
+    return sd <= ZERO_SPREAD * max((abs(v) for v in values), default=0.0)
+
+
 def one_sample(values: list[float]) -> dict:
     """Mean of ``values`` and its 95% t-interval, t statistic, degrees of freedom and two-sided
-    p-value against 0. One value: no interval (NaN); zero spread: a zero-width interval, p 0
-    (or 1 when the mean is 0)."""
+    p-value against 0. Fewer than 2 values: no interval (NaN), ``note`` "n < 2". No spread (all
+    values equal, e.g. one image of 500 on every seed): a zero-width interval but no test (p
+    NaN, ``note`` "zero spread"): the t statistic needs a variance to divide by, and n equal
+    differences do not estimate one."""
     n = len(values)
-    if n == 0:
-        return _result("paired", math.nan, math.nan, math.nan, math.nan, math.nan)
+    if n < 2:
+        mean = sum(values) / n if n else math.nan
+        return _result("paired", mean, math.nan, math.nan, math.nan, math.nan, note="n < 2")
     mean = sum(values) / n
-    if n == 1:
-        return _result("paired", mean, math.nan, math.nan, math.nan, math.nan)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     df = n - 1
-    if sd == 0.0:
-        return _result("paired", mean, 0.0, math.copysign(math.inf, mean) if mean else math.nan, df,
-                       0.0 if mean else 1.0)
+    if _no_spread(sd, values):
+        return _result("paired", mean, 0.0, math.nan, df, math.nan, note="zero spread")
     se = sd / math.sqrt(n)
-    return _result("paired", mean, t_quantile(df) * se, mean / se, df, t_sf(mean / se, df))
+    return _result("paired", mean, t_quantile(df) * se, mean / se, df, t_sf(mean / se, df), note="")
 
 
 def paired_contrast(parts: list[tuple[float, Side]]) -> dict:
@@ -91,21 +97,21 @@ def welch_contrast(parts: list[tuple[float, Side]]) -> dict:
     extra = {"n": sum(counts), "n_a": counts[0] if counts else 0,
              "n_b": sum(counts[1:]), "dropped": sum(total - len(v) for _, v, total in sides)}
     if not all(counts):
-        return {**_result("welch", math.nan, math.nan, math.nan, math.nan, math.nan), **extra}
+        return {**_result("welch", math.nan, math.nan, math.nan, math.nan, math.nan, note="n < 2"), **extra}
     diff = sum(sign * sum(v) / len(v) for sign, v, _ in sides)
     if min(counts) < 2:
-        return {**_result("welch", diff, math.nan, math.nan, math.nan, math.nan), **extra}
+        return {**_result("welch", diff, math.nan, math.nan, math.nan, math.nan, note="n < 2"), **extra}
     terms = []
     for _, v, _ in sides:
         mean = sum(v) / len(v)
         terms.append(sum((x - mean) ** 2 for x in v) / (len(v) - 1) / len(v))
     se2 = sum(terms)
-    if se2 == 0.0:
-        return {**_result("welch", diff, 0.0, math.copysign(math.inf, diff) if diff else math.nan,
-                          math.nan, 0.0 if diff else 1.0), **extra}
+    if _no_spread(math.sqrt(se2), [x for _, v, _ in sides for x in v]):
+        return {**_result("welch", diff, 0.0, math.nan, math.nan, math.nan, note="zero spread"), **extra}
     df = se2 ** 2 / sum(t ** 2 / (len(v) - 1) for t, (_, v, _) in zip(terms, sides))
     se = math.sqrt(se2)
-    return {**_result("welch", diff, t_quantile(df) * se, diff / se, df, t_sf(diff / se, df)), **extra}
+    return {**_result("welch", diff, t_quantile(df) * se, diff / se, df, t_sf(diff / se, df), note=""),
+            **extra}
 
 
 def contrast(parts: list[tuple[float, Side]], paired: bool | None = None) -> dict:
@@ -135,11 +141,12 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-def verdict(diff: float, p: float, alpha: float = ALPHA) -> str:
+def verdict(diff: float, p: float, alpha: float = ALPHA, note: str = "") -> str:
     """``higher`` / ``lower`` (the first side minus the second; p below ``alpha``),
-    ``inconclusive``, or ``untested`` (no interval: fewer than 2 values)."""
+    ``inconclusive``, or ``untested`` (no test: fewer than 2 values, or no spread; ``note``
+    says which)."""
     if not _is_number(p) or not _is_number(diff):
-        return "untested"
+        return f"untested ({note})" if note else "untested"
     if p < alpha:
         return "higher" if diff > 0 else "lower"
     return "inconclusive"
@@ -151,5 +158,6 @@ def apply_holm(comparisons: list[dict], alpha: float = ALPHA) -> list[dict]:
     adjusted = holm([c["p"] for c in comparisons])
     size = sum(_is_number(c["p"]) for c in comparisons)
     for c, p in zip(comparisons, adjusted):
-        c["p_holm"], c["family_size"], c["verdict"] = p, size, verdict(c["diff"], p, alpha)
+        c["p_holm"], c["family_size"] = p, size
+        c["verdict"] = verdict(c["diff"], p, alpha, c.get("note", ""))
     return comparisons

@@ -14,12 +14,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sslkit.stats.compare import ALPHA, apply_holm, verdict
+from sslkit.stats.compare import ALPHA, apply_holm, contrast
 from sslkit.stats.compare import compare as compare_sides
 from sslkit.stats.identity import differing_keys, refuse_duplicate_seeds
 from sslkit.stats.intervals import describe, natural_key
 from sslkit.stats.runs import (
     Run,
+    as_number,
     fill_from_configs,
     find_runs,
     matches,
@@ -133,41 +134,91 @@ def pair_rows(rows: list[dict], keys: list[str], a: dict[str, str], b: dict[str,
 
 
 def label(row: dict, ref: dict, keys: list[str]) -> str:
-    """``cacr - infonce (data.imbalance_ratio=10)``: the values that differ (with their keys when
-    more than one does), then the keys both rows share."""
+    """``cacr - infonce (data.imbalance_ratio=10)``: the values that differ (names bare, numbers
+    as ``key=value``, unset ones left out), then the keys both rows set alike."""
     apart = [k for k in keys if row[k] != ref[k]]
-    same = ", ".join(f"{k}={row[k]}" for k in keys if row[k] == ref[k])
+    same = ", ".join(f"{k}={short(row[k])}" for k in keys if row[k] == ref[k] and row[k] != "-")
 
     def side(r: dict) -> str:
-        return r[apart[0]] if len(apart) == 1 else ", ".join(f"{k}={r[k]}" for k in apart)
+        parts = [short(r[k]) if as_number(r[k]) is None and k == apart[0] else f"{k}={short(r[k])}"
+                 for k in apart if r[k] != "-"]
+        return ", ".join(parts) or "-"
 
     return f"{side(row)} - {side(ref)}" + (f" ({same})" if same else "")
 
 
-def add_comparisons(report: dict, pairs: list[tuple[dict, dict]], metrics: list[str],
-                    family: list[str], paired: bool | None, alpha: float) -> None:
-    """``report["comparisons"]``: every pair of rows on every metric (a minus b), paired over
-    their shared seeds or Welch; the ones on a ``family`` metric corrected together (Holm)."""
+def short(value: str) -> str:
+    """Long floats from a Bayesian search (0.2588170214937917) shown as 0.2588; long paths
+    (``prior.checkpoint=/data/runs/x/0/checkpoints/last.ckpt``) by their last four parts."""
+    x = as_number(value)
+    if x is not None and len(value) > 8:
+        return f"{x:.4g}"
+    parts = value.split("/")
+    return ".../" + "/".join(parts[-4:]) if len(value) > 40 and len(parts) > 4 else value
+
+
+def interaction_pairs(rows: list[dict], keys: list[str], pairs: list[tuple[dict, dict]],
+                      a: dict[str, str], b: dict[str, str]) -> list[tuple[tuple[dict, dict], tuple[dict, dict]]]:
+    """Each compared pair whose two rows match ``a`` with the compared pair whose two rows match
+    ``b`` and whose rows' other keys are the same: the difference of two differences (how much
+    more CACR loses from batch 64 to 1024 than InfoNCE does)."""
+    chosen = set(a) | set(b)
+    others = [k for k in keys if k not in chosen]
+
+    def fits(row: dict, sel: dict) -> bool:
+        return all(row.get(k) == v for k, v in sel.items())
+
+    out = []
+    for p in pairs:
+        if not (fits(p[0], a) and fits(p[1], a)):
+            continue
+        for q in pairs:
+            if fits(q[0], b) and fits(q[1], b) and all(
+                    p[i][k] == q[i][k] for i in (0, 1) for k in others):
+                out.append((p, q))
+    return out
+
+
+def add_comparisons(report: dict, pairs: list[tuple[dict, dict]], metrics: list[str], family: str,
+                    paired: bool | None, alpha: float,
+                    interactions: list[tuple[tuple[dict, dict], tuple[dict, dict]]] = ()) -> None:
+    """``report["comparisons"]``: every pair of rows on every metric (a minus b), and every
+    interaction ((a1 - b1) - (a2 - b2)), paired over the seeds all their rows share, else Welch;
+    corrected with Holm within each family: the comparisons on one metric (``family="metric"``)
+    or all of them (``family="all"``)."""
     rows, keys = report["rows"], report["keys"]
     out = []
     for row, ref in pairs:
         for m in metrics:
             c = compare_sides(row["_seeded"][m], ref["_seeded"][m], paired)
-            c.update({"a": rows.index(row), "b": rows.index(ref), "label": label(row, ref, keys),
-                      "metric": m, "family": m in family, "p_holm": math.nan, "verdict": ""})
+            c.update({"kind": "pair", "a": rows.index(row), "b": rows.index(ref),
+                      "label": label(row, ref, keys), "metric": m})
             out.append(c)
-    apply_holm([c for c in out if c["family"]], alpha)
+    for (a1, b1), (a2, b2) in interactions:
+        inner = [k for k in keys if a1[k] == a2[k] and b1[k] == b2[k]]
+        text = f"({label(a1, b1, inner)}) for {label(a1, a2, [k for k in keys if k not in inner])}"
+        for m in metrics:
+            c = contrast([(+1, a1["_seeded"][m]), (-1, b1["_seeded"][m]), (-1, a2["_seeded"][m]),
+                          (+1, b2["_seeded"][m])], paired)
+            c.update({"kind": "interaction", "a": rows.index(a1), "b": rows.index(b1),
+                      "c": rows.index(a2), "d": rows.index(b2),
+                      "label": text, "metric": m})
+            out.append(c)
+    families: dict[str, list[dict]] = {}
     for c in out:
-        if not c["family"]:
-            c["verdict"] = verdict(c["diff"], c["p"], alpha) + " (uncorrected)"
+        c["family"] = c["metric"] if family == "metric" else "all"
+        families.setdefault(c["family"], []).append(c)
+    for members in families.values():
+        apply_holm(members, alpha)
     report["comparisons"] = out
 
 
 def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None, seed_key: str = "seed",
                  where: dict[str, str] | None = None, compare: tuple[str, str] | None = None,
                  keys: list[str] | None = None, group_by: list[str] | None = None,
-                 pairs: list[str] | None = None, compare_on: list[str] | None = None,
-                 family: list[str] | None = None, primary: str | None = None,
+                 pairs: list[str] | None = None, interactions: list[str] | None = None,
+                 compare_on: list[str] | None = None,
+                 family: str = "metric", primary: str | None = None,
                  paired: bool | None = None, ignore: list[str] | None = None,
                  extra_metrics: list[str] | None = None, alpha: float = ALPHA) -> dict:
     """Everything the table, CSV, JSON and plots show; also what tests check.
@@ -177,9 +228,11 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
     metric (default: the first). ``group_by``: the rows are exactly these keys' values (read from
     each run's config where no override names them). ``compare=(KEY, VALUE)``: every row minus
     the row with KEY=VALUE and the same other keys; ``pairs``: ``A:B`` selections
-    (``loss=cacr:loss=infonce``), each row matching A minus its B. Compared on ``compare_on``
-    (default: the primary metric) for the table and on every metric for the csv; the comparisons
-    on the ``family`` metrics (default: ``compare_on``) are one Holm family. ``paired``: None
+    (``loss=cacr:loss=infonce``), each row matching A minus its B; ``interactions``: ``A:B``, each
+    compared pair whose rows match A minus the compared pair whose rows match B (a difference of
+    differences: ``loss=cacr:loss=infonce`` over ``data.batch_size=64:data.batch_size=1024``). Compared on ``compare_on``
+    (default: the primary metric), and corrected with Holm within each family: the comparisons
+    on one metric (``family="metric"``), or all of them (``family="all"``). ``paired``: None
     pairs where seeds are shared, False forces Welch. ``ignore``: more config keys that do not
     split a row. ``extra_metrics``: summarised too (a plotted metric), after ``metrics``."""
     dirs = [sweep_dir] if isinstance(sweep_dir, (str, Path)) else list(sweep_dir)
@@ -213,7 +266,7 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
         "sweep_dir": " ".join(map(str, dirs)), "sweep_dirs": [str(d) for d in dirs], "keys": group_keys,
         "seed_key": seed_key, "fixed": fixed, "metrics": metrics, "primary": primary, "rows": rows,
         "runs": len(runs), "where": where or {}, "compare": compare, "pairs": list(pairs or []),
-        "compare_on": compare_on, "family": [m for m in (family or compare_on) if m in metrics],
+        "compare_on": compare_on, "family": family,
         "alpha": alpha, "missing": [str(r.path) for r in runs if r.summary is None], "comparisons": [],
     }
     chosen: list[tuple[dict, dict]] = []
@@ -232,13 +285,23 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
         found = pair_rows(rows, group_keys, a, b)
         if not found:
             raise ValueError(f"--pairs {text}: no row matches both sides with its other keys equal")
-        chosen += [p for p in found if p not in chosen]
-    add_comparisons(report, chosen, metrics, report["family"], paired, alpha)
+        chosen += [p for p in found if not any(p[0] is q[0] and p[1] is q[1] for q in chosen)]
+    crossed = []
+    for text in interactions or []:
+        a, b = parse_pair(text)
+        found = interaction_pairs(rows, group_keys, chosen, a, b)
+        if not found:
+            raise ValueError(f"--interaction {text}: no compared pair of rows matching the first side "
+                             "has a compared pair matching the second with the same other keys")
+        crossed += found
+    if family not in ("metric", "all"):
+        raise ValueError(f"family={family!r}: metric (one Holm family per metric) or all")
+    add_comparisons(report, chosen, compare_on, family, paired, alpha, crossed)
     if compare is not None:  # each row's difference from its reference, as columns
         for row in rows:
-            for m in metrics:
-                c = next((c for c in report["comparisons"] if rows[c["a"]] is row and c["metric"] == m
-                          and rows[c["b"]][compare[0]] == compare[1]), None)
+            for m in compare_on:
+                c = next((c for c in report["comparisons"] if c["kind"] == "pair" and rows[c["a"]] is row
+                          and c["metric"] == m and rows[c["b"]][compare[0]] == compare[1]), None)
                 c = c or {"diff": 0.0 if row[compare[0]] == compare[1] else math.nan, "ci95": math.nan}
                 for f in COMPARISON_FIELDS:
                     value = c.get("ci95" if f == "diff_ci95" else f, math.nan)

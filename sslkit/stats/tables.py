@@ -9,21 +9,10 @@ import math
 from pathlib import Path
 
 from sslkit.stats.jsonio import write_json
-from sslkit.stats.runs import as_number
-from sslkit.stats.sweep import COMPARISON_FIELDS, STATS
+from sslkit.stats.sweep import COMPARISON_FIELDS, STATS, short
 
 COMPARISON_COLUMNS = ("label", "metric", "test", "n", "n_a", "n_b", "dropped", "diff", "ci95", "low",
-                      "high", "df", "t", "p", "p_holm", "family_size", "verdict")
-
-
-def short(value: str) -> str:
-    """Long floats from a Bayesian search (0.2588170214937917) shown as 0.2588; long paths
-    (``prior.checkpoint=/data/runs/x/0/checkpoints/last.ckpt``) by their last four parts."""
-    x = as_number(value)
-    if x is not None and len(value) > 8:
-        return f"{x:.4g}"
-    parts = value.split("/")
-    return ".../" + "/".join(parts[-4:]) if len(value) > 40 and len(parts) > 4 else value
+                      "high", "df", "t", "p", "family", "family_size", "p_holm", "verdict", "note")
 
 
 def fmt(mean: float, ci: float, metric: str = "") -> str:
@@ -76,17 +65,17 @@ def cell_texts(report: dict, row: dict) -> list[str]:
 
 
 def caption(report: dict) -> str:
-    """What the tables' numbers are: the primary metric, the intervals, the test, the family."""
+    """What the tables' numbers are: the primary metric, the intervals, the test, the families."""
     text = f"Primary metric: {report['primary']}. Rows: mean ± 95% t-interval over seeds."
     comparisons = report.get("comparisons") or []
     if comparisons:
         names = {"paired": "paired t-interval of the per-seed differences",
                  "welch": "Welch t-interval (no shared seed)"}
         tests = sorted({c["test"] for c in comparisons})
-        family = [c for c in comparisons if c["family"]]
-        size = family[0]["family_size"] if family else 0
+        sizes = {c["family"]: c["family_size"] for c in comparisons}
+        where = ("each metric's comparisons" if report["family"] == "metric" else "all comparisons")
         text += (" Δ: " + "; ".join(names[t] for t in tests)
-                 + f". Holm over the {size} tested comparisons on {', '.join(report['family'])};"
+                 + f". Holm within {where} ({' / '.join(str(n) for n in sizes.values())} tested);"
                  f" verdict where p (Holm) < {report['alpha']}.")
     return text
 
@@ -98,7 +87,7 @@ def comparisons_rows(report: dict) -> list[list[str]]:
         if c["metric"] not in shown:
             continue
         rows.append([c["label"], c["metric"], c["test"], fmt_n(c), fmt_diff(c["diff"], c["ci95"], c["metric"]),
-                     fmt_p(c["p"]), fmt_p(c["p_holm"]) if c["family"] else "not in family", c["verdict"]])
+                     fmt_p(c["p"]), fmt_p(c["p_holm"]), c["verdict"]])
     return rows
 
 
@@ -176,7 +165,7 @@ def write_csv(report: dict, path: Path) -> None:
     columns = report["keys"] + ["n", "seeds", "runs"]
     columns += [f"{m}_{s}" for m in report["metrics"] for s in STATS]
     if report.get("compare"):
-        columns += [f"{m}_{s}" for m in report["metrics"] for s in COMPARISON_FIELDS]
+        columns += [f"{m}_{s}" for m in compared_metrics(report) for s in COMPARISON_FIELDS]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, columns)
         writer.writeheader()
@@ -187,10 +176,10 @@ def write_csv(report: dict, path: Path) -> None:
 def write_comparisons_csv(report: dict, path: Path) -> None:
     """``comparisons.csv``: one line per comparison and metric."""
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, ["a", "b", *COMPARISON_COLUMNS, "family", "seeds"])
+        writer = csv.DictWriter(fh, ["kind", "a", "b", *COMPARISON_COLUMNS, "seeds"])
         writer.writeheader()
         for c in report["comparisons"]:
-            line = {k: _cell(c.get(k)) for k in ("a", "b", *COMPARISON_COLUMNS, "family")}
+            line = {k: _cell(c.get(k)) for k in ("kind", "a", "b", *COMPARISON_COLUMNS)}
             line["seeds"] = " ".join(map(str, c.get("seeds", [])))
             writer.writerow(line)
 

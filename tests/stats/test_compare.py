@@ -89,13 +89,20 @@ def test_fewer_than_two_values_give_no_interval():
     assert verdict(one["diff"], one["p"]) == "untested"
 
 
-def test_zero_variance_gives_a_zero_width_interval():
+def test_zero_spread_gives_a_zero_width_interval_and_no_test():
+    """Equal differences on every seed (one image of 500 each time) estimate no variance: the
+    interval has zero width, and there is no t statistic, hence no p-value and no verdict."""
     same = compare({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})
-    assert same["diff"] == 0.0 and same["ci95"] == 0.0 and same["p"] == 1.0
+    assert same["diff"] == 0.0 and same["ci95"] == 0.0 and math.isnan(same["p"])
+    assert same["note"] == "zero spread"
     shifted = compare({0: 0.75, 1: 0.875}, {0: 0.5, 1: 0.625})  # exact in binary: differences 0.25
-    assert shifted["diff"] == 0.25 and shifted["ci95"] == 0.0 and shifted["p"] == 0.0
+    assert shifted["diff"] == 0.25 and shifted["ci95"] == 0.0 and math.isnan(shifted["p"])
+    rounded = compare({0: 0.66, 1: 0.65, 2: 0.658}, {0: 0.662, 1: 0.652, 2: 0.66})  # -0.002 up to rounding
+    assert rounded["diff"] == pytest.approx(-0.002) and rounded["ci95"] == 0.0 and math.isnan(rounded["p"])
+    assert verdict(rounded["diff"], rounded["p"], note=rounded["note"]) == "untested (zero spread)"
     flat = compare({"a": 1.0, "b": 1.0}, {"c": 0.5, "d": 0.5})
-    assert flat["test"] == "welch" and flat["ci95"] == 0.0 and flat["p"] == 0.0
+    assert flat["test"] == "welch" and flat["ci95"] == 0.0 and math.isnan(flat["p"])
+    assert apply_holm([rounded, compare({0: 0.1, 1: 0.3, 2: 0.2}, {0: 0.0, 1: 0.1, 2: 0.1})])[0]["family_size"] == 1
 
 
 def test_a_seed_given_twice_is_refused():

@@ -158,13 +158,34 @@ def test_sweep_report_files_are_strict_json_with_paired_comparisons(tmp_path):
     c = by_label[("cacr - infonce", "linear_probe_top1")]
     ref = scipy_stats.ttest_rel(cacr, infonce)
     assert c["test"] == "paired" and c["n"] == 3 and c["p"] == pytest.approx(ref.pvalue)
-    tested = [x["p"] for x in report["comparisons"] if x["p"] is not None]
-    assert c["family_size"] == len(tested) == 2  # au: one pair on linear, none on kNN: untested
+    # one Holm family per metric; au (one seed) is untested and not counted
+    assert c["family"] == "linear_probe_top1" and c["family_size"] == 1 and c["p_holm"] == pytest.approx(c["p"])
     au = by_label[("au - infonce", "knn_top1")]
-    assert au["p"] is None and au["verdict"] == "untested" and au["n"] == 0 and au["dropped"] == 4
+    assert au["p"] is None and au["verdict"] == "untested (n < 2)" and au["n"] == 0 and au["dropped"] == 4
     assert by_label[("au - infonce", "linear_probe_top1")]["n"] == 1
-    # the same table from the runs.csv it wrote, through the command line
+    # the same table from the runs.csv it wrote, through the command line; one family for all
     again = tmp_path / "again"
-    assert module.main([str(out / "runs.csv"), "--compare", "loss=infonce", "--out", str(again), "--no-plot"]) == 0
-    assert strict_loads((again / "report.json").read_text())["comparisons"][0]["p"] == pytest.approx(
-        report["comparisons"][0]["p"])
+    assert module.main([str(out / "runs.csv"), "--compare", "loss=infonce", "--compare-on", "linear_probe_top1",
+                        "knn_top1", "--family", "all", "--out", str(again), "--no-plot"]) == 0
+    together = {(x["label"], x["metric"]): x for x in strict_loads((again / "report.json").read_text())["comparisons"]}
+    c2 = together[("cacr - infonce", "linear_probe_top1")]
+    assert c2["p"] == pytest.approx(c["p"]) and c2["family_size"] == 2
+    assert c2["p_holm"] == pytest.approx(min(1.0, 2 * c["p"]))  # two equal p-values: both times 2
+
+
+def test_interaction_is_the_paired_difference_of_differences(tmp_path):
+    acc = {("infonce", "64"): [0.885, 0.884, 0.886], ("infonce", "1024"): [0.870, 0.880, 0.881],
+           ("cacr", "64"): [0.891, 0.890, 0.892], ("cacr", "1024"): [0.880, 0.876, 0.884]}
+    for (loss, batch), values in acc.items():
+        for s, v in enumerate(values):
+            write_run(tmp_path / f"{loss}_{batch}_{s}", [f"loss={loss}", f"data.batch_size={batch}", f"seed={s}"],
+                      {"linear_probe_top1": v})
+    rep = build_report(tmp_path, ["linear_probe_top1"], pairs=["data.batch_size=64:data.batch_size=1024"],
+                       interactions=["loss=cacr:loss=infonce"])
+    (c,) = [c for c in rep["comparisons"] if c["kind"] == "interaction"]
+    per_seed = [acc["cacr", "64"][s] - acc["cacr", "1024"][s] - acc["infonce", "64"][s] + acc["infonce", "1024"][s]
+                for s in range(3)]
+    ref = scipy_stats.ttest_1samp(per_seed, 0.0)
+    assert c["label"] == "(data.batch_size=64 - data.batch_size=1024) for cacr - infonce"
+    assert c["test"] == "paired" and c["diff"] == pytest.approx(sum(per_seed) / 3) and c["p"] == pytest.approx(ref.pvalue)
+    assert c["family_size"] == 3  # two sensitivities and their difference, on one metric
