@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from sslkit.errors import UserError
 
 # Keys (and everything under them) that do not make a run another experiment:
-#   seed                          the key runs are pooled over (a `*.seed` key holding the same
-#                                 value, e.g. data.seed: ${seed}, goes with it)
+#   seed, *.seed                  the key runs are pooled over, wherever the config repeats it
+#                                 (data.seed: ${seed}) or seeds a part of its own (monitor.recorder.seed):
+#                                 a resolved config cannot tell the two apart
 #   hydra, logger                 where the run writes, and how it is logged
 #   resume, resume_allow_config_change, checkpoint   how it was started and what files it keeps
 #   data.root, data.download, data.num_workers       where the data is read from, and how fast
@@ -60,11 +61,9 @@ def is_setting(key: str, ignore: Iterable[str] = ()) -> bool:
 
 def setting(config: Mapping, ignore: Iterable[str] = ()) -> dict[str, str]:
     """The config's keys that make it an experiment, as dotted key -> text."""
-    flat = flatten(config)
-    seed = flat.get("seed")
     ignore = tuple(ignore)
-    return {k: text(v) for k, v in flat.items()
-            if is_setting(k, ignore) and not (k.rsplit(".", 1)[-1] == "seed" and v == seed)}
+    return {k: text(v) for k, v in flatten(config).items()
+            if is_setting(k, ignore) and k.rsplit(".", 1)[-1] != "seed"}
 
 
 def identity(config: Mapping, ignore: Iterable[str] = ()) -> str:
