@@ -1,6 +1,6 @@
 """A sweep's report as data: one row per setting (its seeds pooled: mean, 95% t-interval,
-spread), and the comparisons between rows (paired over shared seeds, else Welch), corrected as
-one Holm family. ``scripts/sweep_report.py`` is its command line; ``sslkit.stats.tables`` and
+spread), and the comparisons between rows (paired over shared seeds, else Welch), corrected
+with Holm within each metric's family. ``scripts/sweep_report.py`` is its command line; ``sslkit.stats.tables`` and
 ``sslkit.stats.plots`` show it.
 
 Rows: the runs are grouped by the keys whose overrides differ between them (or exactly the
