@@ -2,6 +2,7 @@
 
 from sslkit.losses.au import AlignUniform
 from sslkit.losses.base import LossOutput
+from sslkit.losses.byol import BYOL
 from sslkit.losses.cacr import CACR
 from sslkit.losses.cacr_moco import CACRMoCo
 from sslkit.losses.cacr_mocov3 import CACRMoCoV3
@@ -11,10 +12,13 @@ from sslkit.losses.gca import GCAINCE, GCARINCE, GCAUOT, HSINCE, HSRINCE
 from sslkit.losses.hcl import HardNegativeContrastive
 from sslkit.losses.infonce import InfoNCE
 from sslkit.losses.moco import MoCo
+from sslkit.losses.mocov3 import MoCoV3
 from sslkit.losses.rince import RobustInfoNCE
+from sslkit.losses.simsiam import SimSiam
 
 __all__ = [
-    "AlignUniform", "CACR", "CACRMoCo", "CACRMoCoV3", "DebiasedContrastive", "DecoupledContrastive",
-    "DecoupledUniformity", "GCAINCE", "GCARINCE", "GCAUOT", "HSINCE", "HSRINCE",
-    "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo", "RobustInfoNCE",
+    "AlignUniform", "BYOL", "CACR", "CACRMoCo", "CACRMoCoV3", "DebiasedContrastive",
+    "DecoupledContrastive", "DecoupledUniformity", "GCAINCE", "GCARINCE", "GCAUOT", "HSINCE",
+    "HSRINCE", "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo", "MoCoV3",
+    "RobustInfoNCE", "SimSiam",
 ]
