@@ -1,6 +1,7 @@
 """Loss heads: ``head(z, **extras) -> LossOutput(loss, logs)`` (see each class for its paper)."""
 
 from sslkit.losses.au import AlignUniform
+from sslkit.losses.barlow_twins import BarlowTwins
 from sslkit.losses.base import LossOutput
 from sslkit.losses.byol import BYOL
 from sslkit.losses.cacr import CACR
@@ -15,10 +16,12 @@ from sslkit.losses.moco import MoCo
 from sslkit.losses.mocov3 import MoCoV3
 from sslkit.losses.rince import RobustInfoNCE
 from sslkit.losses.simsiam import SimSiam
+from sslkit.losses.supcon import SupCon
+from sslkit.losses.vicreg import VICReg
 
 __all__ = [
-    "AlignUniform", "BYOL", "CACR", "CACRMoCo", "CACRMoCoV3", "DebiasedContrastive",
+    "AlignUniform", "BYOL", "BarlowTwins", "CACR", "CACRMoCo", "CACRMoCoV3", "DebiasedContrastive",
     "DecoupledContrastive", "DecoupledUniformity", "GCAINCE", "GCARINCE", "GCAUOT", "HSINCE",
     "HSRINCE", "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo", "MoCoV3",
-    "RobustInfoNCE", "SimSiam",
+    "RobustInfoNCE", "SimSiam", "SupCon", "VICReg",
 ]
