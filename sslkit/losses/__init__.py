@@ -14,6 +14,7 @@ from sslkit.losses.hcl import HardNegativeContrastive
 from sslkit.losses.infonce import InfoNCE
 from sslkit.losses.moco import MoCo
 from sslkit.losses.mocov3 import MoCoV3
+from sslkit.losses.nnclr import NNCLR
 from sslkit.losses.rince import RobustInfoNCE
 from sslkit.losses.simsiam import SimSiam
 from sslkit.losses.supcon import SupCon
@@ -22,6 +23,6 @@ from sslkit.losses.vicreg import VICReg
 __all__ = [
     "AlignUniform", "BYOL", "BarlowTwins", "CACR", "CACRMoCo", "CACRMoCoV3", "DebiasedContrastive",
     "DecoupledContrastive", "DecoupledUniformity", "GCAINCE", "GCARINCE", "GCAUOT", "HSINCE",
-    "HSRINCE", "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo", "MoCoV3",
+    "HSRINCE", "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo", "MoCoV3", "NNCLR",
     "RobustInfoNCE", "SimSiam", "SupCon", "VICReg",
 ]
