@@ -8,6 +8,7 @@ from sslkit.losses.cacr import CACR
 from sslkit.losses.cacr_moco import CACRMoCo
 from sslkit.losses.cacr_mocov3 import CACRMoCoV3
 from sslkit.losses.dcl import DebiasedContrastive, DecoupledContrastive
+from sslkit.losses.dino import DINO
 from sslkit.losses.dunif import DecoupledUniformity
 from sslkit.losses.gca import GCAINCE, GCARINCE, GCAUOT, HSINCE, HSRINCE
 from sslkit.losses.hcl import HardNegativeContrastive
@@ -18,11 +19,12 @@ from sslkit.losses.nnclr import NNCLR
 from sslkit.losses.rince import RobustInfoNCE
 from sslkit.losses.simsiam import SimSiam
 from sslkit.losses.supcon import SupCon
+from sslkit.losses.swav import SwAV
 from sslkit.losses.vicreg import VICReg
 
 __all__ = [
-    "AlignUniform", "BYOL", "BarlowTwins", "CACR", "CACRMoCo", "CACRMoCoV3", "DebiasedContrastive",
-    "DecoupledContrastive", "DecoupledUniformity", "GCAINCE", "GCARINCE", "GCAUOT", "HSINCE",
-    "HSRINCE", "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo", "MoCoV3", "NNCLR",
-    "RobustInfoNCE", "SimSiam", "SupCon", "VICReg",
+    "AlignUniform", "BYOL", "BarlowTwins", "CACR", "CACRMoCo", "CACRMoCoV3", "DINO",
+    "DebiasedContrastive", "DecoupledContrastive", "DecoupledUniformity", "GCAINCE", "GCARINCE",
+    "GCAUOT", "HSINCE", "HSRINCE", "HardNegativeContrastive", "InfoNCE", "LossOutput", "MoCo",
+    "MoCoV3", "NNCLR", "RobustInfoNCE", "SimSiam", "SupCon", "SwAV", "VICReg",
 ]
