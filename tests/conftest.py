@@ -7,6 +7,8 @@ import gzip
 import pickle
 import shutil
 import struct
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +229,102 @@ def assert_matches(head_fn, ref_fn, z: torch.Tensor, tol: float = 1e-10) -> None
     l2, g2 = loss_and_grad(ref_fn, z)
     assert torch.allclose(l1, l2, atol=tol, rtol=0), (l1.item(), l2.item())
     assert torch.allclose(g1, g2, atol=tol, rtol=0), (g1 - g2).abs().max().item()
+
+
+# -- entry points in this process --------------------------------------------------------------
+def run_entry(argv: Sequence[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess:
+    """Run ``python ARGV`` (``train.py ...``, ``scripts/evaluate.py ...``) in this process and
+    return what ``subprocess.run(..., capture_output=True, text=True)`` would: the exit code
+    (``sys.exit``'s, 1 and a traceback on stderr for an uncaught exception), stdout and stderr.
+
+    The script runs as ``__main__`` through the same code path as on the command line
+    (argument parsing, one-line refusals, Hydra), without paying Python's, torch's and
+    Lightning's import again (about 6 s a run on 2 cores; docs/testing.md says where the time
+    goes). What a run changes in the process is put back: environment, argv, cwd, sys.path,
+    torch's thread count, determinism flag and default dtype, logging, warning filters and
+    Hydra's global state. Tests whose subject is the process itself (signals, DDP spawns, the
+    installed console scripts, README commands) keep ``subprocess``.
+    """
+    import contextlib
+    import io
+    import logging
+    import os
+    import runpy
+    import sys
+    import traceback
+    import warnings
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv = [str(a) for a in argv]
+    script = Path(argv[0]) if Path(argv[0]).is_absolute() else Path(cwd) / argv[0]
+    saved_env, saved_argv, saved_path, saved_cwd = dict(os.environ), sys.argv[:], sys.path[:], os.getcwd()
+    threads, deterministic, dtype = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), \
+        torch.get_default_dtype()
+    root_logger = logging.getLogger()
+    handlers, level = root_logger.handlers[:], root_logger.level
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})})
+    sys.argv = [str(script), *argv[1:]]
+    sys.path.insert(0, str(script.parent))
+    os.chdir(cwd)
+    GlobalHydra.instance().clear()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as exit_:
+                if isinstance(exit_.code, str):
+                    print(exit_.code, file=sys.stderr)
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:  # noqa: BLE001 - what the interpreter would print, and its exit code
+                traceback.print_exc()
+                code = 1
+    finally:
+        GlobalHydra.instance().clear()
+        os.chdir(saved_cwd)
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_default_dtype(dtype)
+        for handler in root_logger.handlers[:]:
+            if handler not in handlers:
+                root_logger.removeHandler(handler)
+                handler.close()
+        root_logger.setLevel(level)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+# -- trained smoke runs shared by the session ----------------------------------------------------
+def train_run(run_dir: Path, *overrides: str) -> Path:
+    """``python train.py OVERRIDES hydra.run.dir=RUN_DIR`` in this process (``run_entry``); a
+    non-zero exit fails the calling test or fixture with the end of stderr."""
+    proc = run_entry(["train.py", *overrides, f"hydra.run.dir={run_dir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    """A copy of a shared run dir for a test that writes into it (evaluations, exports, plots):
+    the session's run stays as trained for the other tests."""
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_session_run(tmp_path_factory) -> Path:
+    """``train.py experiment=smoke threads=1 eval=[linear,knn,metrics]`` (seed 0, 2 epochs of 8
+    steps). Read-only: tests that write into a run dir take a ``copy_run`` of it."""
+    return train_run(tmp_path_factory.mktemp("smoke_session"), "experiment=smoke", "threads=1",
+                     "eval=[linear,knn,metrics]")
+
+
+@pytest.fixture(scope="session")
+def cacr_session_run(tmp_path_factory) -> Path:
+    """``train.py experiment=smoke threads=1 loss=cacr monitor.recorder.every_n_epochs=1``: the
+    head recorder's records at epochs 0, 1 and 2. Read-only, as ``smoke_session_run``."""
+    return train_run(tmp_path_factory.mktemp("cacr_session"), "experiment=smoke", "threads=1",
+                     "loss=cacr", "monitor.recorder.every_n_epochs=1")

@@ -11,11 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import run_entry
+
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
 
 
-def train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def train(*args: str) -> subprocess.CompletedProcess:
+    """``python train.py ARGS``, run in this process (tests/conftest.py ``run_entry``)."""
+    return run_entry(["train.py", *args])
+
+
+def train_subprocess(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` in a fresh interpreter: the command line itself under test."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.run(
         [sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
@@ -83,7 +90,10 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_unknown_loss_lists_choices(tmp_path):
-    msg = one_line_error(train("loss=nope", f"hydra.run.dir={tmp_path}"))
+    # the real command line, in a fresh interpreter: exit code 2 and one line on stderr
+    proc = train_subprocess("loss=nope", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    msg = one_line_error(proc)
     assert "unknown loss 'nope'" in msg and "infonce" in msg
 
 

@@ -93,11 +93,12 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
     evaluator)`` per checkpoint."""
     from rich.console import Console
 
-    from sslkit.stats.aggregate import aggregate
     from sslkit.eval.loading import load_for_evaluation
-    from sslkit.training.checkpoint import run_dir_of
     from sslkit.eval.runner import build_evaluators, eval_device, evaluate_module, jsonable
     from sslkit.runtime.threads import apply as apply_threads
+    from sslkit.stats.aggregate import aggregate, compare_groups
+    from sslkit.stats.jsonio import dumps
+    from sslkit.training.checkpoint import run_dir_of
 
     apply_threads(cfg.threads)  # an int, null (torch's default) or auto
     paths = checkpoints(cfg)
@@ -123,14 +124,16 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
             record = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "results": results}
             out.write_text(json.dumps(jsonable(record), indent=2) + "\n")
             console.print(f"results written to {out}")
-        runs.append((OmegaConf.to_container(run_cfg, resolve=True), results))
+        runs.append((OmegaConf.to_container(run_cfg, resolve=True), results, path))
     if len(runs) > 1:
         groups = aggregate(runs)
+        comparisons = compare_groups(groups) if len(groups) > 1 else []
         print_aggregate(groups, console)
+        print_comparisons(groups, comparisons, console)
         if cfg.aggregate_out:
             target = Path(hydra.utils.to_absolute_path(cfg.aggregate_out))
-            target.write_text(json.dumps(groups, indent=2, default=str) + "\n")
-    return runs
+            target.write_text(dumps({"groups": groups, "comparisons": comparisons}) + "\n")
+    return [run[:2] for run in runs]
 
 
 def print_aggregate(groups: list[dict], console) -> None:
@@ -145,6 +148,28 @@ def print_aggregate(groups: list[dict], console) -> None:
             interval = "-" if math.isnan(s["ci95"]) else f"± {s['ci95']:.4f}"
             table.add_row(name, f"{s['mean']:.4f}", interval)
         console.print(table)
+
+
+def print_comparisons(groups: list[dict], comparisons: list[dict], console) -> None:
+    """Each group against group 1, per metric: paired over the seeds they share (t-interval of
+    the per-seed differences), Welch's interval where they share none; which test, the n it
+    used, the raw and the Holm-adjusted p over every comparison printed (one family)."""
+    from rich.table import Table
+
+    if not comparisons:
+        return
+    table = Table(title=f"against group 1 ({len(comparisons)} comparisons, Holm over all of them)")
+    for column in ("group", "metric", "test", "n", "difference", "95% interval", "p", "p (Holm)", "verdict"):
+        table.add_column(column)
+
+    def number(value, fmt):
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+    for c in comparisons:
+        table.add_row(str(c["group"] + 1), c["metric"], str(c.get("test", "-")), str(c.get("n", "-")),
+                      number(c.get("diff"), "{:+.4f}"), number(c.get("ci95"), "± {:.4f}"),
+                      number(c.get("p"), "{:.3g}"), number(c.get("p_holm"), "{:.3g}"), str(c.get("verdict", "")))
+    console.print(table)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
