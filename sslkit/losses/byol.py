@@ -37,7 +37,8 @@ class BYOL(nn.Module):
     :math:`\xi \leftarrow \tau\xi + (1-\tau)\theta`, with
     :math:`\tau = 1 - (1-\tau_{base})(\cos(\pi k/K) + 1)/2` over the K training steps: ``momentum``
     is :math:`\tau_{base}` and ``momentum_schedule = "cosine"`` names that schedule, which the
-    module's :class:`~sslkit.parts.momentum.MomentumCopy` implements (``model.momentum_schedule``).
+    module's momentum encoder follows unless ``model.momentum_schedule`` overrides it (k = 0 at the
+    first step).
 
     Args:
         momentum: :math:`\tau_{base}` (0.99: the official presets for 100-300 epochs and

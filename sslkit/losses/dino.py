@@ -40,9 +40,12 @@ class DINO(nn.Module):
     :math:`W_t \leftarrow \lambda W_t + (1-\lambda) W` with the momentum encoder's coefficient
     :math:`\lambda` (:meth:`after_step`). The teacher temperature warms up linearly from
     ``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_epochs`` epochs
-    (:meth:`teacher_temperature`); the student's prototypes get no gradient during the first
-    ``freeze_last_layer`` epochs. The epoch comes from :meth:`set_progress` (a buffer, saved in
-    checkpoints, as are the centre and both prototype matrices).
+    (:meth:`teacher_temperature`); the student's prototypes are not updated during the first
+    ``freeze_last_layer`` epochs: their gradient, computed as usual, is dropped after the backward
+    (:meth:`frozen_parameters`, which the training module reads; official
+    ``cancel_gradients_last_layer``), so under DDP they take part in every all-reduce. The epoch
+    comes from :meth:`set_progress` (a buffer, saved in checkpoints, as are the centre and both
+    prototype matrices).
 
     Follows ``facebookresearch/dino`` ``main_dino.py`` (``DINOLoss.forward`` and
     ``update_center``, ``teacher_temp_schedule = linspace(warmup_teacher_temp, teacher_temp,
@@ -151,6 +154,11 @@ class DINO(nn.Module):
     def frozen(self) -> bool:
         return int(self.epoch) < self.freeze_last_layer
 
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose gradient this step is dropped after the backward: the student's
+        prototypes during the first ``freeze_last_layer`` epochs."""
+        return [self.prototypes.weight] if self.frozen else []
+
     @torch.no_grad()
     def after_step(self, momentum: float | None = None) -> None:
         """Once per training step, after the optimiser step: move the centre to the last forward's
@@ -169,7 +177,7 @@ class DINO(nn.Module):
         temp = self.teacher_temperature()
         with full_precision(z):
             x = prepare(z, False)
-            log_s = torch.log_softmax(self.prototypes(x, frozen=self.frozen) / self.student_temp, -1)
+            log_s = torch.log_softmax(self.prototypes(x) / self.student_temp, -1)
             with torch.no_grad():
                 t_out = self.prototypes.teacher(k.detach().to(x.dtype))  # [B, n_global, K]
                 p_t = torch.softmax(self.center(t_out) / temp, dim=-1)

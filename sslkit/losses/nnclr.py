@@ -38,18 +38,17 @@ class NNCLR(nn.Module):
     projections of view 0, which the module pushes into its FIFO queue after the step (the
     paper updates the support set with one view's embeddings per batch).
 
-    Where the projections come from: the module hands a head its online outputs only after the
-    predictor, so this head reads ``k`` with ``momentum = 0.0``: the module's momentum copy,
-    updated with m = 0 after each step, is the online network, and its keys are exactly the
-    online projections without gradient (at the cost of one forward without gradient), under
-    ``model.momentum_schedule=constant`` (the default).
+    Where the projections come from: with ``momentum = None`` (the default) the training module
+    passes as ``k`` the online projections of the views before the predictor, detached (and
+    gathered across ranks), without any key network; the same ``k`` fills the support set.
 
     Args:
         temperature: :math:`\tau` (paper 0.1; solo-learn's CIFAR recipe 0.2).
         queue_size: support-set size S (paper 98304 on ImageNet; solo-learn 65536; here 32768,
             the largest power of two below the 50k/60k images of CIFAR/Fashion-MNIST, which the
             module requires of a queue).
-        momentum: EMA coefficient of the network giving ``k`` (0: the online network, NNCLR).
+        momentum: None (NNCLR: ``k`` are the online network's projections, detached) or the EMA
+            coefficient of a momentum encoder giving ``k`` (a variant).
 
     Logs: ``nn_cos`` (mean cosine of a projection to its neighbour), ``acc1`` (how often a
     neighbour scores its own instance's prediction highest).
@@ -68,16 +67,16 @@ class NNCLR(nn.Module):
     shuffle_bn: ClassVar[bool] = False
 
     def __init__(self, temperature: float = 0.1, queue_size: int = 32768,
-                 momentum: float = 0.0) -> None:
+                 momentum: float | None = None) -> None:
         super().__init__()
         check_positive(temperature=temperature)
         if int(queue_size) != queue_size or queue_size < 1:
             raise ValueError(f"queue_size must be a positive integer, got {queue_size}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be None or in [0, 1], got {momentum}")
         self.temperature = float(temperature)
         self.queue_size = int(queue_size)
-        self.momentum = float(momentum)
+        self.momentum = None if momentum is None else float(momentum)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, queue_size={self.queue_size}, "

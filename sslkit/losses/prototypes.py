@@ -121,17 +121,17 @@ class Prototypes(LazyState):
         self.weight.copy_(F.normalize(self.weight, dim=1))
         self._normalized_version = self.weight._version
 
-    def matrix(self, frozen: bool = False) -> Tensor:
-        """The prototype matrix C ``[K, D]`` (without gradient when ``frozen``)."""
-        w = self.weight.detach() if frozen else self.weight
+    def matrix(self) -> Tensor:
+        """The prototype matrix C ``[K, D]``. Freezing is the caller's: a head lists the weight
+        in ``frozen_parameters`` and its gradient is dropped after the backward."""
         if self.normalization == "inplace":
             self.renormalize_()
-            return w
-        return F.normalize(w, dim=1)
+            return self.weight
+        return F.normalize(self.weight, dim=1)
 
-    def forward(self, x: Tensor, frozen: bool = False) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         self.materialize(x.shape[-1])  # checks the size once created
-        c = self.matrix(frozen).to(x.dtype)
+        c = self.matrix().to(x.dtype)
         return F.normalize(x, dim=-1) @ c.T
 
     @torch.no_grad()

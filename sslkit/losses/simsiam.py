@@ -29,18 +29,15 @@ class SimSiam(nn.Module):
     similarity); its minimum is -1.
 
     Where the targets come from: SimSiam has no momentum encoder; its target is the online
-    network's own projection, detached. The training module hands a head the projections of the
-    online network only after its predictor, so this head declares ``requires = {"k"}`` with
-    ``momentum = 0.0``: the module's momentum copy, updated with m = 0 after every step, *is* the
-    online network, and its keys are exactly the detached projections (same weights, same batch,
-    so the same BatchNorm statistics), at the cost of one more forward without gradient. That
-    holds under ``model.momentum_schedule=constant`` (the default); a cosine schedule would raise
-    m from 0 towards 1. A module that passes the detached online projections directly saves the
-    extra forward (see the issue notes).
+    network's own projection, detached. With ``momentum = None`` (the default) the training module
+    passes as ``k`` the online projections of the views before the predictor, detached (and
+    gathered across ranks), and builds no key network. A number instead gives ``k`` from a
+    momentum encoder with that coefficient: the momentum-target variant the paper compares with
+    BYOL (its Table 4).
 
     Args:
-        momentum: EMA coefficient of the target network (0: the online network itself, SimSiam;
-            a value near 1 gives the momentum-target variant the paper compares with BYOL).
+        momentum: None (SimSiam: the online network's projections, detached) or the EMA
+            coefficient of a target network.
 
     Logs: ``cos`` (mean cosine of a prediction to its targets).
 
@@ -57,11 +54,11 @@ class SimSiam(nn.Module):
     uses_predictor: ClassVar[bool] = True
     shuffle_bn: ClassVar[bool] = False
 
-    def __init__(self, momentum: float = 0.0) -> None:
+    def __init__(self, momentum: float | None = None) -> None:
         super().__init__()
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        self.momentum = float(momentum)
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be None or in [0, 1], got {momentum}")
+        self.momentum = None if momentum is None else float(momentum)
 
     def extra_repr(self) -> str:
         return f"momentum={self.momentum}"

@@ -33,7 +33,9 @@ class SwAV(nn.Module):
     Follows ``facebookresearch/swav`` ``main_swav.py`` (``train``: prototypes normalised in place
     at each iteration, ``crops_for_assign = [0, 1]``, ``distributed_sinkhorn``, ``subloss /
     (sum(nmb_crops) - 1)``, ``loss /= len(crops_for_assign)``; the gradients of the prototypes
-    are dropped for the first ``freeze_prototypes_niters`` iterations). The official Sinkhorn
+    are dropped, ``p.grad = None``, for the first ``freeze_prototypes_niters`` iterations: here
+    :meth:`frozen_parameters`, whose gradients the training module drops after each backward).
+    The official Sinkhorn
     all-reduces its sums over GPUs, i.e. runs over the global batch, as this head does.
     Not implemented: the official queue of earlier batches' embeddings (``queue_length``, off by
     default, used for small batches).
@@ -41,6 +43,8 @@ class SwAV(nn.Module):
     The prototypes' input dimension is the projector's output size, taken from the first batch
     (or :meth:`materialize`). Whether they are frozen follows the training step that the module
     passes through :meth:`set_progress` (the step counter is a buffer, saved in checkpoints).
+    The forward always uses them with gradient, as the official code does (so under DDP they
+    take part in every gradient all-reduce); freezing only drops that gradient.
 
     Args:
         num_prototypes: K (official ``--nmb_prototypes`` 3000).
@@ -101,6 +105,11 @@ class SwAV(nn.Module):
     def frozen(self) -> bool:
         return int(self.step) < self.freeze_prototypes_iters
 
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose gradient this step is dropped after the backward: the prototypes,
+        during the first ``freeze_prototypes_iters`` steps."""
+        return [self.prototypes.weight] if self.frozen else []
+
     @torch.no_grad()
     def sinkhorn(self, scores: Tensor) -> Tensor:
         """Codes ``[B, K]`` of the scores ``[B, K]``: each row sums to 1, each column to about
@@ -122,7 +131,7 @@ class SwAV(nn.Module):
         frozen = self.frozen
         with full_precision(z):
             x = prepare(z, False)
-            scores = self.prototypes(x, frozen=frozen)  # [B, V, K], normalises x
+            scores = self.prototypes(x)  # [B, V, K], normalises x
             log_p = torch.log_softmax(scores / self.temperature, dim=-1)
             loss = x.new_zeros(())
             codes = []

@@ -1,10 +1,34 @@
 """The Lightning module: augment -> encoder -> projector -> (gather) -> loss head.
 
 It composes the parts given to it and adds only what the head declares it needs
-(``head.requires``): momentum keys ``k`` and a key ``queue`` from its parts, any other name from
-the batch field of that name (:mod:`sslkit.data.fields`); and a predictor when
-``head.uses_predictor``. Evaluators are callbacks that read the detached features returned
-by ``training_step`` / ``validation_step``.
+(``head.requires``): keys ``k`` and a key ``queue`` from its parts, any other name from the batch
+field of that name (:mod:`sslkit.data.fields`); and a predictor when ``head.uses_predictor``.
+Evaluators are callbacks that read the detached features returned by ``training_step`` /
+``validation_step``.
+
+Where ``k`` comes from: a momentum encoder (:class:`~sslkit.parts.momentum.MomentumCopy`) when
+the head's ``momentum`` is a number; with ``momentum = None`` the online network's own
+projections of the key views (before the predictor), detached, and no key network at all
+(SimSiam, NNCLR). Either way ``k`` is gathered across ranks like the other head inputs.
+
+Hooks a head with state may define, each called generically (any future head can use them):
+
+* ``materialize(proj_dim)``: size its parameters, here in ``__init__``, before the optimiser
+  and DDP are built (both need every parameter to exist). A head's parameters (prototypes)
+  are trained with the rest.
+* ``set_progress(step=, epoch=)``: before each training forward, the optimiser steps done so
+  far and the 0-based epoch (schedules: freezing, temperature warm-up).
+* ``frozen_parameters()``: after each backward, these parameters' gradients are dropped, so the
+  optimiser leaves them alone this step (SwAV's ``freeze_prototypes_niters``, DINO's
+  ``cancel_gradients_last_layer``). The forward still uses them with gradient, as the official
+  code does, so under DDP every parameter takes part in every all-reduce.
+* ``after_step(momentum=m)``: after each optimiser step, after the momentum encoder's update
+  with coefficient m (None without one): EMA state of the head (DINO's centre and teacher
+  prototypes).
+
+The momentum encoder's schedule is ``model.momentum_schedule`` when set, else the head's own
+``momentum_schedule`` (BYOL, MoCo v3, DINO: cosine), else constant. The update of optimiser step
+t (0-based, of K) uses progress t / K, so the first step uses the base momentum.
 """
 
 from __future__ import annotations
@@ -58,7 +82,7 @@ class ContrastiveModule(L.LightningModule):
         warmup_epochs: float = 1.0,
         final_lr_ratio: float = 0.0,
         predictor: Callable[[int], MLP] | None = None,
-        momentum_schedule: str = "constant",
+        momentum_schedule: str | None = None,
         channels_last: bool = False,
         micro_batch: int | None = None,
         compile_encoder: bool = False,
@@ -79,16 +103,33 @@ class ContrastiveModule(L.LightningModule):
         self.head, self.augment = head, augment
         self.requires = frozenset(getattr(head, "requires", frozenset()))
         proj_dim = self.online.projector.out_dim
+        if callable(getattr(head, "materialize", None)):
+            head.materialize(proj_dim)  # before the optimiser and DDP see the parameters
         self.predictor = None
         if getattr(head, "uses_predictor", False):
             if predictor is None:
                 raise ValueError(f"{type(head).__name__} needs a predictor: set model.predictor")
             self.predictor = predictor(proj_dim)
         self.key_net = None
-        if "k" in self.requires or "queue" in self.requires:
-            self.key_net = MomentumCopy(self.online, head.momentum, momentum_schedule)
+        self.momentum_schedule = None
+        uses_keys = bool(self.requires & MODULE_PARTS)
+        if uses_keys and not hasattr(head, "momentum"):
+            raise ConfigError(f"{type(head).__name__} reads keys and declares no `momentum`: a "
+                              "number for a momentum encoder, None for the online projections")
+        if uses_keys and head.momentum is not None:
+            schedule = momentum_schedule or getattr(head, "momentum_schedule", "constant")
+            self.momentum_schedule = schedule
+            self.key_net = MomentumCopy(self.online, head.momentum, schedule)
         self.queue = KeyQueue(head.queue_size, proj_dim) if "queue" in self.requires else None
         self.views = ViewPlan(head, augment.num_views, augment.views)
+        self._online_keys: list[int] | None = None
+        if uses_keys and self.key_net is None:
+            missing = sorted(set(self.views.key) - set(self.views.query))
+            if missing:
+                raise ConfigError(f"{type(head).__name__} takes k from the online network (momentum "
+                                  f"None) but reads keys of views {missing} that are not queries")
+            self._online_keys = [self.views.query.index(i) for i in self.views.key]
+        self._step_in_progress = 0
         use_shuffle = self.key_net is not None and getattr(head, "shuffle_bn", False)
         self.shuffle_bn = ShuffleBN(shuffle_bn_groups) if use_shuffle else None
         # robust pretraining (adversarial views, divergence, SAM): sslkit/robust/objective.py
@@ -180,6 +221,9 @@ class ContrastiveModule(L.LightningModule):
         local = one_rank or self.loss_scope == "local"
         queries = self.views.pick(views, self.views.query)
         h, z = self.embed_views(self.online, queries)
+        own_keys = None
+        if self._online_keys is not None:  # k: the projections themselves, before the predictor
+            own_keys = z.detach()[:, self._online_keys]
         if self.predictor is not None:
             b, v, d = z.shape
             z = self.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
@@ -190,6 +234,7 @@ class ContrastiveModule(L.LightningModule):
                 run = (partial(self.shuffle_bn, self.key_net, generator=generator)
                        if self.shuffle_bn and not one_rank else None)
                 _, own_keys = self.embed_views(self.key_net, self.views.pick(views, self.views.key), run)
+        if own_keys is not None:
             keys = own_keys if one_rank else gather_no_grad(own_keys)  # the queue takes every rank's
             if "k" in self.requires:
                 extras["k"] = own_keys if local else keys
@@ -205,6 +250,9 @@ class ContrastiveModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         image = batch["image"]
+        self._step_in_progress = self.global_step
+        if callable(getattr(self.head, "set_progress", None)):
+            self.head.set_progress(step=self.global_step, epoch=self.current_epoch)
         gen = self.augment_generator(image.device, batch_idx)
         views = self.augment(image, generator=gen)
         queries, h, z, extras, keys = self.head_inputs(batch, views, gen)
@@ -227,6 +275,11 @@ class ContrastiveModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=bs)
         return {"loss": out.loss, "features": h[:, 0].detach(), "labels": batch["label"]}
 
+    def on_after_backward(self) -> None:
+        frozen = getattr(self.head, "frozen_parameters", None)
+        for p in (frozen() if callable(frozen) else ()):
+            p.grad = None  # the optimiser skips a parameter without a gradient
+
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
         if not all_finite(grads) and not scaler_backs_off(self.trainer):
@@ -242,11 +295,23 @@ class ContrastiveModule(L.LightningModule):
 
         return Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimiser step, then the EMA updates that follow it: the momentum encoder and the
+        head's ``after_step``. Here rather than in ``on_train_batch_end``, which Lightning calls
+        after the callbacks' (a checkpoint saved by a step-interval callback would miss them)."""
+        super().optimizer_step(*args, **kwargs)
+        m = None
         if self.key_net is not None:
-            progress = self.global_step / max(1, self.trainer.estimated_stepping_batches)
-            m = self.key_net.update(self.online, progress)
-            self.log("train/momentum", m, batch_size=batch["image"].shape[0])
+            m = self.key_net.update(self.online, self.momentum_progress(self._step_in_progress))
+            self.log("train/momentum", m, on_step=True, on_epoch=False)
+        if callable(getattr(self.head, "after_step", None)):
+            self.head.after_step(momentum=m)
+
+    def momentum_progress(self, step: int) -> float:
+        """Progress of optimiser step ``step`` (0-based) through training: step / K, 0 at the
+        first step and (K - 1) / K at the last, as the official schedules (BYOL, MoCo v3 and DINO
+        index their cosine by the step about to be taken)."""
+        return step / max(1, int(self.trainer.estimated_stepping_batches))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return {"features": self.features(batch["image"]), "labels": batch["label"]}
@@ -255,6 +320,7 @@ class ContrastiveModule(L.LightningModule):
     def configure_optimizers(self):
         modules = [self.online] + ([self.predictor] if self.predictor is not None else [])
         modules += [self.robust] if self.robust is not None else []
+        modules += [self.head]  # its parameters, if any (prototypes)
         opt = build_optimizer(self.optimizer_factory, modules, self.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))

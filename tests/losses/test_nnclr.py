@@ -92,7 +92,7 @@ def test_enqueue_gives_view_zero_normalised():
 def test_yaml_defaults_and_contract():
     head = hydra.utils.instantiate(OmegaConf.load("configs/loss/nnclr.yaml"))
     assert isinstance(head, NNCLR)
-    assert (head.temperature, head.queue_size, head.momentum) == (0.1, 32768, 0.0)
+    assert (head.temperature, head.queue_size, head.momentum) == (0.1, 32768, None)
     assert head.queue_size < 50_000  # below CIFAR's and Fashion-MNIST's pretraining images
     assert head.requires == frozenset({"k", "queue"}) and head.uses_predictor
     p = rand(4, 2, 3)

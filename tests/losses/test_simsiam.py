@@ -52,14 +52,14 @@ def test_gradcheck():
 
 
 def test_momentum_zero_copy_gives_the_detached_online_projections():
-    """What the module does with this head's momentum = 0: after each step's update the copy
-    holds the online weights (and BatchNorm buffers), so its train-mode output on the same batch
-    is the online projection itself."""
+    """Why ``momentum = None`` (the online projections, detached, which the module passes without
+    any key network) is SimSiam's target: a momentum copy with m = 0 would hold the online weights
+    (and BatchNorm buffers) after each update, so its train-mode output on the same batch is the
+    online projection itself, at the price of a second forward."""
     torch.manual_seed(0)
     online = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
                                  torch.nn.Linear(8, 4)).double()
-    head = hydra.utils.instantiate(OmegaConf.load("configs/loss/simsiam.yaml"))
-    copy = MomentumCopy(online, head.momentum, "constant")
+    copy = MomentumCopy(online, 0.0, "constant")
     with torch.no_grad():  # an optimiser step of the online network
         for p in online.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -72,7 +72,7 @@ def test_momentum_zero_copy_gives_the_detached_online_projections():
 
 def test_yaml_defaults_and_contract():
     head = hydra.utils.instantiate(OmegaConf.load("configs/loss/simsiam.yaml"))
-    assert isinstance(head, SimSiam) and head.momentum == 0.0
+    assert isinstance(head, SimSiam) and head.momentum is None
     assert head.requires == frozenset({"k"}) and head.uses_predictor and not head.shuffle_bn
     out = head(rand(4, 2, 3), k=rand(4, 2, 3, seed=1))
     assert set(out.logs) == {"cos", "output_std"}
