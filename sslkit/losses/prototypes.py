@@ -21,6 +21,9 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
 NORMALIZATIONS = ("inplace", "weight_norm")
+# a row whose computed norm is within this many units in the last place of 1 counts as unit
+# (a freshly normalised row of up to ~1000 dimensions is, whatever the rounding of its norm)
+UNIT_TOLERANCE = 1000
 
 
 class LazyState(LazyModuleMixin, nn.Module):
@@ -60,9 +63,12 @@ class Prototypes(LazyState):
     scores :math:`\hat x\, C^\top` ``[..., K]`` of the L2-normalised inputs :math:`\hat x`.
 
     ``normalization="inplace"`` (SwAV, ``main_swav.py``): :math:`C` is ``weight`` itself, its rows
-    renormalised in place, without gradient, before any forward that follows a change of the
-    weight (an optimiser step, a checkpoint load): the official code does so at the start of
-    every iteration, and the gradient is that of the plain linear map.
+    renormalised in place, without gradient, at every forward (the official code does so at the
+    start of every iteration), and the gradient is that of the plain linear map. Only rows off
+    the unit sphere by more than ``UNIT_TOLERANCE`` units in the last place are rewritten, so
+    the renormalisation is a function of the weight's bits alone and idempotent: a second
+    forward in a step, a checkpoint load or DDP's broadcast of equal values changes nothing
+    (a resumed run computes what the uninterrupted one did, bit for bit).
     ``normalization="weight_norm"`` (DINO's ``last_layer``, ``norm_last_layer=True``):
     :math:`C = \operatorname{normalize}(v)` with ``weight`` = v, the gradient flowing through
     the normalisation (``nn.utils.weight_norm`` with the scale g fixed at 1).
@@ -87,7 +93,6 @@ class Prototypes(LazyState):
             self.register_buffer("teacher_weight", UninitializedBuffer())
         else:
             self.teacher_weight = None
-        self._normalized_version: int | None = None
         if dim is not None:
             self.materialize(dim)
 
@@ -114,12 +119,12 @@ class Prototypes(LazyState):
 
     @torch.no_grad()
     def renormalize_(self) -> None:
-        """Rescale the rows of ``weight`` to unit norm in place (SwAV), unless they have not
-        changed since the last time."""
-        if self._normalized_version == self.weight._version:
-            return
-        self.weight.copy_(F.normalize(self.weight, dim=1))
-        self._normalized_version = self.weight._version
+        """Rescale to unit norm, in place, the rows of ``weight`` whose norm is not 1 within
+        ``UNIT_TOLERANCE`` units in the last place (SwAV); writes nothing when none is."""
+        norms = self.weight.norm(dim=1, keepdim=True)
+        off = (norms - 1).abs() > UNIT_TOLERANCE * torch.finfo(self.weight.dtype).eps
+        if bool(off.any()):
+            self.weight.copy_(torch.where(off, self.weight / norms.clamp_min(1e-12), self.weight))
 
     def matrix(self) -> Tensor:
         """The prototype matrix C ``[K, D]``. Freezing is the caller's: a head lists the weight

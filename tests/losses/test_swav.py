@@ -132,6 +132,24 @@ def test_prototypes_renormalised_after_each_update():
     assert w.grad is not None and w.grad.abs().sum() > 0
 
 
+def test_renormalisation_is_idempotent_bit_for_bit():
+    """What makes a resumed run bit-exact: once on the sphere, the rows are not rewritten by a
+    later forward, whatever happened to the tensor in between (a checkpoint load, DDP's
+    broadcast): renormalising is a function of the weight's bits alone."""
+    for dtype in (torch.float32, F64):
+        head = make_head(50, 128).to(dtype)
+        z = rand(6, 2, 128, seed=5).to(dtype)
+        head(z)
+        w = head.prototypes.weight
+        unit_rows, version = w.detach().clone(), w._version
+        head(z)
+        assert w._version == version  # nothing written: a second forward may share the graph
+        fresh = SwAV(num_prototypes=50, freeze_prototypes_iters=0, dim=128).to(dtype)
+        fresh.load_state_dict(head.state_dict())
+        fresh(z)
+        assert torch.equal(fresh.prototypes.weight, unit_rows)
+
+
 def test_prototypes_frozen_for_the_first_iterations():
     """As main_swav.py: the gradient reaches the prototypes (so DDP all-reduces it every step),
     and for the first freeze_prototypes_iters steps it is dropped (the head lists them in
