@@ -1,11 +1,14 @@
-"""MoCo-family parts of the training module: queue size against the data, shuffle BN of the
-key encoder, which views each head computes."""
+"""The parts of the training module that heads switch on: queue size against the data, shuffle BN
+of the key encoder, which views each head computes, the momentum encoder's schedule, keys from
+the online network without a key network, and the hooks of heads with state (prototypes, DINO's
+centre)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -168,6 +171,161 @@ def test_module_computes_only_the_views_its_head_reads_and_the_loss_is_unchanged
             assert a is None and b is None
         else:
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+# -- momentum schedule, online keys, heads with state ---------------------------------------------
+@pytest.mark.parametrize("loss,override,expected", [
+    ("byol", None, "cosine"), ("mocov3", None, "cosine"), ("dino", None, "cosine"),
+    ("moco", None, "constant"), ("cacr_mocov3", None, "constant"),
+    ("byol", "constant", "constant"), ("moco", "cosine", "cosine"),
+])
+def test_momentum_schedule_is_the_heads_unless_the_config_sets_one(loss, override, expected):
+    from sslkit.training.build import build_module
+
+    extra = [f"model.momentum_schedule={override}"] if override else []
+    extra += ["loss.queue_size=256"] if loss == "moco" else []
+    module = build_module(compose_cfg(f"loss={loss}", *extra))
+    assert module.key_net.schedule == module.momentum_schedule == expected
+
+
+def fit(cfg, steps: int, callbacks=(), module=None):
+    """Train the module of ``cfg`` (smoke data) for ``steps`` optimiser steps in this process;
+    returns the module."""
+    import hydra
+
+    from sslkit.training.build import build_datamodule, build_module
+
+    L.seed_everything(cfg.seed, verbose=False)
+    module = module or build_module(cfg)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+    trainer.fit(module, datamodule=build_datamodule(cfg))
+    return module
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_momentum_of_the_first_and_last_step_and_head_after_step():
+    """BYOL's cosine schedule over the K = 8 steps of one smoke epoch: tau_base at step 0,
+    1 - (1 - tau_base)(cos(pi (K-1)/K) + 1)/2 at the last (the official schedules index the step
+    about to be taken), and the head's after_step receives the same coefficient."""
+    import math
+
+    from sslkit.training.build import build_module
+
+    cfg = compose_cfg("loss=byol", "trainer.max_epochs=1")
+    module = build_module(cfg)
+    used, after = [], []
+    update = module.key_net.update
+    module.key_net.update = lambda online, progress: used.append(update(online, progress)) or used[-1]
+    module.head.after_step = lambda momentum=None: after.append(momentum)
+    fit(cfg, 8, module=module)
+    base, k = 0.99, 8
+    expected = [1 - (1 - base) * (math.cos(math.pi * t / k) + 1) / 2 for t in range(k)]
+    assert used[0] == base and used == pytest.approx(expected, abs=1e-15) and after == used
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize("loss", ["simsiam", "nnclr"])
+def test_keys_from_the_online_network_without_a_key_network(loss):
+    """momentum = None: k are the online projections of the views (before the predictor),
+    detached; no key network, one online forward; NNCLR's support set takes them (view 0,
+    normalised)."""
+    from sslkit.training.build import build_module
+
+    extra = ["loss.queue_size=256"] if loss == "nnclr" else []
+    torch.manual_seed(0)
+    module = build_module(compose_cfg(f"loss={loss}", *extra)).double().eval()
+    assert module.key_net is None and module.momentum_schedule is None
+    assert not any("key_net" in k for k in module.state_dict())
+    batch = 12
+    image = torch.randint(0, 256, (batch, 1, 16, 16), dtype=torch.uint8)
+    if module.queue is not None:
+        module.queue.push(torch.nn.functional.normalize(torch.randn(40, 16, dtype=torch.float64), dim=-1))
+    queue = module.queue.entries() if module.queue is not None else None
+    rows = count_rows(module.online.encoder)
+    out = module.training_step({"image": image, "label": torch.zeros(batch, dtype=torch.long)}, 0)
+    assert rows == [batch * module.augment.num_views]  # every view once, through the online network
+    views = module.augment(image, generator=module.augment_generator(image.device, 0))
+    _, z = module.embed_views(module.online, views)
+    b, v, d = z.shape
+    p = module.predictor(z.reshape(b * v, d)).reshape(b, v, -1)
+    extras = {"k": z.detach()} | ({"queue": queue} if queue is not None else {})
+    torch.testing.assert_close(out["loss"], module.head(p, **extras).loss, rtol=1e-12, atol=1e-12)
+    if loss == "nnclr":
+        torch.testing.assert_close(module.queue.entries()[-batch:],
+                                   torch.nn.functional.normalize(z[:, 0].detach(), dim=-1))
+    # the gradient reaches the online network only through the predictions: the same as the
+    # loss with explicitly detached targets
+    new = torch.autograd.grad(out["loss"], list(module.online.parameters()))
+    ref = torch.autograd.grad(module.head(p, **extras).loss, list(module.online.parameters()))
+    for a, r in zip(new, ref):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_swav_prototypes_trained_after_their_frozen_steps():
+    """The prototypes are sized at construction, optimised with the rest, frozen (gradient
+    dropped after the backward) for freeze_prototypes_iters steps, renormalised in place, and
+    the head sees the step of each forward."""
+    from sslkit.training.build import build_module
+
+    cfg = compose_cfg("loss=swav", "loss.freeze_prototypes_iters=2", "loss.num_prototypes=30")
+    module = build_module(cfg)
+    w = module.head.prototypes.weight
+    assert tuple(w.shape) == (30, 16)
+    seen, weights = [], []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, m, batch, batch_idx):
+            weights.append(w.detach().clone())
+
+        def on_before_optimizer_step(self, trainer, m, optimizer):
+            seen.append((int(m.head.step), w.grad is not None))
+            assert any(q is w for g in optimizer.param_groups for q in g["params"])
+
+    fit(cfg, 4, [Record()], module=module)
+    weights.append(w.detach().clone())
+    assert seen == [(0, False), (1, False), (2, True), (3, True)]
+    unit = torch.nn.functional.normalize(weights[0], dim=1)
+    torch.testing.assert_close(weights[1], unit)  # renormalised, not trained
+    torch.testing.assert_close(weights[2], unit)
+    assert not torch.allclose(weights[3], weights[2])  # trained from step 2
+    assert torch.allclose(w.norm(dim=1)[:5], torch.ones(5), atol=0.1)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_dino_last_layer_frozen_in_epoch_zero_centre_and_teacher_follow():
+    """Epoch 0: the student's prototypes are not updated; epoch 1: they are. After every step the
+    teacher prototypes move by the momentum encoder's coefficient of that step and the centre
+    leaves zero; the teacher temperature follows the epoch."""
+    from sslkit.training.build import build_module
+
+    cfg = compose_cfg("loss=dino", "loss.out_dim=64", "loss.warmup_teacher_temp_epochs=2")
+    module = build_module(cfg)
+    head = module.head
+    states = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, m, batch, batch_idx):
+            states.append({"w": head.prototypes.weight.detach().clone(),
+                           "t": head.prototypes.teacher_weight.clone(),
+                           "c": head.center.center.clone(), "epoch": trainer.current_epoch})
+
+    ms = []
+    update = module.key_net.update
+    module.key_net.update = lambda online, progress: ms.append(update(online, progress)) or ms[-1]
+    fit(cfg, 10, [Record()], module=module)  # 8 steps a smoke epoch: 2 steps of epoch 1
+    states.append({"w": head.prototypes.weight.detach().clone(),
+                   "t": head.prototypes.teacher_weight.clone(), "c": head.center.center.clone()})
+    for i in range(8):  # epoch 0: frozen
+        assert torch.equal(states[i + 1]["w"], states[0]["w"]), i
+    assert not torch.equal(states[9]["w"], states[8]["w"])  # first step of epoch 1 trains it
+    for i in range(10):
+        expected = ms[i] * states[i]["t"] + (1 - ms[i]) * states[i + 1]["w"]
+        torch.testing.assert_close(states[i + 1]["t"], expected, rtol=1e-6, atol=1e-7)
+    assert torch.count_nonzero(states[0]["c"]) == 0 and torch.count_nonzero(states[1]["c"]) > 0
+    assert int(head.epoch) == 1 and head.teacher_temperature() == head.teacher_temp
 
 
 # -- shuffle BN ----------------------------------------------------------------------------------

@@ -42,9 +42,19 @@ ADVERSARIAL = ["adversarial=pgd", "adversarial.attack.steps=2", "adversarial.bn_
                "adversarial.sam_rho=0.05", "adversarial/divergence=gan", "adversarial.w_div=0.1"]
 
 
-@pytest.mark.parametrize("loss", ["infonce", "moco", "infonce+adversarial"])
+# heads with state: schedules that change after the resume point (epoch 2, step 16): SwAV's
+# prototypes frozen until step 20, DINO's last layer until epoch 2 and its teacher temperature
+# warming up over 3 epochs; BYOL's cosine momentum
+HEAD_OVERRIDES = {
+    "swav": ["loss.freeze_prototypes_iters=20"],
+    "dino": ["loss.freeze_last_layer=2", "loss.warmup_teacher_temp_epochs=3"],
+}
+
+
+@pytest.mark.parametrize("loss", ["infonce", "moco", "infonce+adversarial", "byol", "swav", "dino"])
 def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
-    extra = [f"loss={loss.split('+')[0]}", "monitor.knn.every_n_epochs=0"]
+    extra = [f"loss={loss.split('+')[0]}", "monitor.knn.every_n_epochs=0",
+             *HEAD_OVERRIDES.get(loss, [])]
     if loss == "moco":
         extra.append("loss.queue_size=96")
     if loss.endswith("+adversarial"):
