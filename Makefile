@@ -7,7 +7,7 @@ FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 ARGS ?=
 INSTALL_GIB := 7
 
-.PHONY: install data train test bench bench-gpu smoke clean
+.PHONY: install data train test test-all bench bench-gpu smoke clean
 
 install: $(STAMP)
 
@@ -43,8 +43,13 @@ train: install data
 smoke: install
 	$(BIN)/python train.py experiment=smoke $(ARGS)
 
+# the default run leaves out the tests marked slow, each of which has a fast twin in it
+# (docs/testing.md); test-all runs everything. Both print the 15 slowest tests at the end
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 $(ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)

@@ -14,6 +14,14 @@ HEAD_DIM, HEAD_VIEWS, QUEUE = 128, 2, 4096
 RATIO_KEY = "time_ratio_to_infonce"
 
 
+PRIOR_VARIANT = "dunif+rbf_prior"
+
+
+def head_names() -> list[str]:
+    """What ``--heads`` may name: every configs/loss/NAME.yaml and the prior variant of dunif."""
+    return [*sorted(p.stem for p in (ROOT / "configs" / "loss").glob("*.yaml")), PRIOR_VARIANT]
+
+
 def head_variants() -> list[tuple[str, dict]]:
     """(name, config) of each head in configs/loss/, plus dunif with a prior kernel."""
     import yaml
@@ -30,7 +38,7 @@ def head_variants() -> list[tuple[str, dict]]:
             out.append((path.stem, OmegaConf.to_container(loss, resolve=True)))
     dunif = dict(yaml.safe_load((ROOT / "configs" / "loss" / "dunif.yaml").read_text()))
     dunif.update(kernel="rbf", sigma=1.0)
-    out.append(("dunif+rbf_prior", dunif))
+    out.append((PRIOR_VARIANT, dunif))
     return out
 
 
@@ -62,6 +70,8 @@ def section_heads(args, device) -> dict:
     sync = synchronizer(device)
     rows = []
     variants = head_variants()
+    if getattr(args, "heads", None):  # infonce stays: the others are timed relative to it
+        variants = [(n, c) for n, c in variants if n in {"infonce", *args.heads}]
     for batch in args.head_batches:
         gen = torch.Generator().manual_seed(batch)
         z0 = torch.randn(batch, HEAD_VIEWS, HEAD_DIM, generator=gen).to(device)

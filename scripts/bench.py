@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny repeat counts and sizes (smoke test)")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
                         help=f"sections to run, of: {', '.join(SECTIONS)} (comma or space separated)")
+    parser.add_argument("--heads", nargs="+", default=None, metavar="NAME",
+                        help="heads section: only these heads of configs/loss (and infonce, the reference)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench.json")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats of every measurement")
@@ -78,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's, one per core)")
     args = parser.parse_args(argv)
+    args.heads = [h for item in args.heads for h in item.split(",") if h] if args.heads else None
+    if args.heads:
+        from benchmarks.heads import head_names
+
+        unknown = sorted(set(args.heads) - set(head_names()))
+        if unknown:
+            parser.error(f"unknown head(s) {', '.join(unknown)}; choose from {', '.join(head_names())}")
     if args.threads:
         torch.set_num_threads(args.threads)
     only = [s for item in (args.only or SECTIONS) for s in item.split(",") if s]

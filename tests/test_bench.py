@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,30 +21,30 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def run_bench(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "scripts/bench.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    return run_entry(["scripts/bench.py", *args])
 
 
-@pytest.mark.slow
-def test_quick_heads_bench_writes_results(tmp_path):
+def check_heads_section(tmp_path, heads: list[str] | None) -> None:
     out = tmp_path / "bench.json"
-    proc = run_bench("--quick", "--only", "heads", "--out", str(out))
+    proc = run_bench("--quick", "--only", "heads", *(["--heads", *heads] if heads else []), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "InfoNCE" in proc.stdout and str(out) in proc.stdout
     results = json.loads(out.read_text())
     assert results["quick"] is True and set(results["sections"]) == {"heads"}
     machine = results["machine"]
     assert machine["cpu_count"] >= 1 and machine["torch_threads"] >= 1 and len(machine["loadavg_start"]) == 3
-    heads = results["sections"]["heads"]
-    assert heads["settings"]["dim"] == 128 and heads["settings"]["views"] == 2
-    assert heads["settings"]["queue"] == 4096
-    batches = heads["settings"]["batches"]
-    names = {p.stem for p in (ROOT / "configs" / "loss").glob("*.yaml")}
-    rows = heads["rows"]
-    # every head of configs/loss at every batch size, measured without error, relative to InfoNCE
+    section = results["sections"]["heads"]
+    assert section["settings"]["dim"] == 128 and section["settings"]["views"] == 2
+    assert section["settings"]["queue"] == 4096
+    batches = section["settings"]["batches"]
+    names = set(heads or {p.stem for p in (ROOT / "configs" / "loss").glob("*.yaml")}) | {"infonce"}
+    rows = section["rows"]
+    # every head asked for (all of configs/loss by default) at every batch size, measured without
+    # error, relative to InfoNCE
     assert {(r["head"], r["batch"]) for r in rows} >= {(n, b) for n in names for b in batches}
+    if heads:
+        assert {r["head"] for r in rows} == names
     for row in rows:
         assert "error" not in row, row
         assert row["repeats"] >= 1 and len(row["seconds"]) == row["repeats"]
@@ -57,18 +57,35 @@ def test_quick_heads_bench_writes_results(tmp_path):
             assert row["time_ratio_to_infonce"] == 1.0
         if row["head"] in ("moco", "cacr_moco"):
             assert "queue 4096" in row["extras"]
+        if row["head"] == "dunif+rbf_prior":
+            assert "prior" in row["extras"]
+
+
+def test_quick_heads_bench_of_chosen_heads(tmp_path):
+    # one head per kind of extra input (queue and keys, prior, none): the fast twin of the next test
+    check_heads_section(tmp_path, ["moco", "dunif+rbf_prior", "cacr"])
+
+
+@pytest.mark.slow
+def test_quick_heads_bench_writes_results_of_every_head(tmp_path):
+    check_heads_section(tmp_path, None)
+
+
+def test_unknown_head_is_refused(tmp_path):
+    proc = run_bench("--quick", "--only", "heads", "--heads", "nope", "--out", str(tmp_path / "b.json"))
+    assert proc.returncode != 0 and "unknown head(s) nope" in proc.stderr and "infonce" in proc.stderr
 
 
 def test_unknown_section_is_refused(tmp_path):
-    proc = run_bench("--only", "nope", "--out", str(tmp_path / "b.json"), timeout=60)
+    proc = run_bench("--only", "nope", "--out", str(tmp_path / "b.json"))
     assert proc.returncode != 0 and "unknown section" in proc.stderr
     assert not (tmp_path / "b.json").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # fast twin: tests/test_moco_parts.py::test_module_computes_only_the_views_its_head_reads...
 def test_quick_views_bench_counts_the_encoder_rows(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_bench("--quick", "--only", "views", "--out", str(out), timeout=600)
+    proc = run_bench("--quick", "--only", "views", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["sections"]["views"]["rows"]
     before, after = rows
@@ -80,7 +97,6 @@ def test_quick_views_bench_counts_the_encoder_rows(tmp_path):
     assert math.isfinite(after["ratio_to_all_views"]) and after["ratio_to"] == before["name"]
 
 
-@pytest.mark.slow
 def test_quick_attack_bench_compares_torchattacks_to_a_plain_loop(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_bench("--quick", "--only", "attack", "--out", str(out))
@@ -91,6 +107,18 @@ def test_quick_attack_bench_compares_torchattacks_to_a_plain_loop(tmp_path):
     assert "error" not in lib and "error" not in plain
     assert lib["ratio_to"] == "plain PGD loop" and math.isfinite(lib["ratio_to_plain"])
     assert section["settings"]["eps"] == 8 / 255 and section["settings"]["steps"] == 2
+
+
+def test_chunked_child_measures_one_head_dense_and_chunked():
+    # the fast twin of the next test: the child process each of its rows comes from
+    from benchmarks.chunked import run_child
+
+    dense = run_child("InfoNCE", 256, 512, None, "cpu", 1)
+    chunked = run_child("InfoNCE", 256, 512, 64, "cpu", 1)
+    for res in (dense, chunked):
+        assert "error" not in res, res
+        assert res["seconds"] > 0 and res["peak_bytes"] >= 0 and res["grad_norm"] > 0
+    assert abs(dense["loss"] - chunked["loss"]) <= 1e-6 * max(1.0, abs(dense["loss"]))
 
 
 @pytest.mark.slow
@@ -109,7 +137,6 @@ def test_quick_chunked_bench_reports_time_and_memory_against_dense(tmp_path):
         assert chunked["loss_difference"] <= 1e-6 * max(1.0, abs(dense["loss"])), chunked["name"]
 
 
-@pytest.mark.slow
 def test_quick_decode_bench_compares_decoders_per_core(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_bench("--quick", "--only", "decode", "--out", str(out))
@@ -125,22 +152,20 @@ def test_quick_decode_bench_compares_decoders_per_core(tmp_path):
     assert all(math.isfinite(r["ratio_to_pil"]) for r in section["rows"][1:])
 
 
-def run_bench_gpu(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "scripts/bench_gpu.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def run_bench_gpu(*args: str) -> subprocess.CompletedProcess:
+    return run_entry(["scripts/bench_gpu.py", *args])
 
 
 @pytest.mark.skipif(torch_cuda_available(), reason="a CUDA device is present")
 def test_bench_gpu_refuses_without_a_gpu(tmp_path):
-    proc = run_bench_gpu("--out", str(tmp_path / "g.json"), timeout=120)
+    proc = run_bench_gpu("--out", str(tmp_path / "g.json"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("no CUDA device; this benchmark needs a GPU (--allow-cpu runs it on "
                                    "the CPU, for testing)")
     assert not (tmp_path / "g.json").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # fast twin: docs/benchmarks.md's bench_gpu command, one epoch (test_docs_commands.py)
 def test_bench_gpu_runs_tiny_on_the_cpu_when_allowed(tmp_path):
     out = tmp_path / "g.json"
     proc = run_bench_gpu("--allow-cpu", "--batch", "8", "--steps", "1", "--epochs", "2", "--no-compile",

@@ -28,7 +28,6 @@ class SaveSteps(L.Callback):
             fh.write(f"{trainer.global_step}\n")
 
 
-@pytest.mark.slow
 def test_train_from_python_outside_the_cli(tmp_path):
     summary = sslkit.train(overrides=[*SMOKE, "loss=cacr", "trainer.max_epochs=1"], run_dir=tmp_path)
     assert summary["loss"] == "cacr" and summary["global_step"] == 8 and summary["epochs"] == 1
@@ -39,7 +38,6 @@ def test_train_from_python_outside_the_cli(tmp_path):
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
-@pytest.mark.slow
 def test_step_checkpoints_keep_the_end_of_epoch_checkpoint(tmp_path):
     log = tmp_path / "saves.txt"
     run = tmp_path / "run"
@@ -99,7 +97,6 @@ def test_head_docstring_example_runs(name):
     assert result.failed == 0, "".join(out)
 
 
-@pytest.mark.slow
 def test_run_logs_config_text_log_and_plain_progress(tmp_path):
     from tests.test_train import train
 
