@@ -15,7 +15,10 @@ reference. Compared, in float64 (``precision=64-true``), at every step:
 * the batches: rank r's indices are its contiguous slice of the global batch (EpochBatchSampler).
 
 Two steps, so that queue heads also use a non-empty queue and the momentum-updated key encoder
-in the loss; the queue is shortened so that step 2 wraps around it.
+in the loss; the queue is shortened so that step 2 wraps around it. Heads with state take part
+whole: their parameters (prototypes) in the gradients compared, their buffers (SwAV's step,
+DINO's centre and teacher prototypes) in the states; SwAV's prototypes are frozen for the first
+step only, so that one step drops a gradient DDP has all-reduced and the next one uses it.
 
 Choices that make the two setups comparable:
 * Augmentation: pre-augmented views. The configured ViewAugment draws the views of every image
@@ -73,8 +76,12 @@ def compose(head: str, trainer: str):
         cfg.logger = None  # its run dir is Hydra's runtime (unset here); no logging needed
         if "queue_size" in cfg.loss:
             cfg.loss.queue_size = GLOBAL_BATCH * 3 // 2  # step 2 wraps around the queue
-        if "momentum" in cfg.loss:
-            cfg.loss.momentum = 0.9  # a visible key-encoder update
+        if cfg.loss.get("momentum") is not None:
+            cfg.loss.momentum = 0.9  # a visible key-encoder update (None: keys from the online net)
+        if "freeze_prototypes_iters" in cfg.loss:
+            cfg.loss.freeze_prototypes_iters = 1  # SwAV: step 1 frozen under DDP, step 2 trained
+        if "freeze_last_layer" in cfg.loss:
+            cfg.loss.freeze_last_layer = 0  # DINO: its prototypes' gradient compared too
     return cfg
 
 
