@@ -208,7 +208,9 @@ def fit(cfg, steps: int, callbacks=(), module=None):
 def test_momentum_of_the_first_and_last_step_and_head_after_step():
     """BYOL's cosine schedule over the K = 8 steps of one smoke epoch: tau_base at step 0,
     1 - (1 - tau_base)(cos(pi (K-1)/K) + 1)/2 at the last (the official schedules index the step
-    about to be taken), and the head's after_step receives the same coefficient."""
+    about to be taken), and the head's after_step receives the same coefficient. The update
+    follows the optimiser step before any callback's on_train_batch_end, where step-interval
+    checkpoints are written."""
     import math
 
     from sslkit.training.build import build_module
@@ -219,10 +221,23 @@ def test_momentum_of_the_first_and_last_step_and_head_after_step():
     update = module.key_net.update
     module.key_net.update = lambda online, progress: used.append(update(online, progress)) or used[-1]
     module.head.after_step = lambda momentum=None: after.append(momentum)
-    fit(cfg, 8, module=module)
+    seen = []
+
+    class AtBatchEnd(L.Callback):  # where a step-interval checkpoint is written
+        def on_train_batch_start(self, trainer, m, batch, batch_idx):
+            seen.append([m.key_net.net.projector[0].weight.detach().clone()])
+
+        def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
+            seen[-1] += [m.key_net.net.projector[0].weight.detach().clone(),
+                         m.online.projector[0].weight.detach().clone()]
+
+    fit(cfg, 8, [AtBatchEnd()], module=module)
     base, k = 0.99, 8
     expected = [1 - (1 - base) * (math.cos(math.pi * t / k) + 1) / 2 for t in range(k)]
     assert used[0] == base and used == pytest.approx(expected, abs=1e-15) and after == used
+    # callbacks at the batch's end (checkpoints) see the momentum encoder already updated
+    for m, (key_before, key_after, online_after) in zip(used, seen):
+        torch.testing.assert_close(key_after, m * key_before + (1 - m) * online_after)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")

@@ -129,7 +129,6 @@ class ContrastiveModule(L.LightningModule):
                 raise ConfigError(f"{type(head).__name__} takes k from the online network (momentum "
                                   f"None) but reads keys of views {missing} that are not queries")
             self._online_keys = [self.views.query.index(i) for i in self.views.key]
-        self._step_in_progress = 0
         use_shuffle = self.key_net is not None and getattr(head, "shuffle_bn", False)
         self.shuffle_bn = ShuffleBN(shuffle_bn_groups) if use_shuffle else None
         # robust pretraining (adversarial views, divergence, SAM): sslkit/robust/objective.py
@@ -250,7 +249,6 @@ class ContrastiveModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         image = batch["image"]
-        self._step_in_progress = self.global_step
         if callable(getattr(self.head, "set_progress", None)):
             self.head.set_progress(step=self.global_step, epoch=self.current_epoch)
         gen = self.augment_generator(image.device, batch_idx)
@@ -302,7 +300,8 @@ class ContrastiveModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         m = None
         if self.key_net is not None:
-            m = self.key_net.update(self.online, self.momentum_progress(self._step_in_progress))
+            # global_step still counts the steps before this one: Lightning increments it after
+            m = self.key_net.update(self.online, self.momentum_progress(self.global_step))
             self.log("train/momentum", m, on_step=True, on_epoch=False)
         if callable(getattr(self.head, "after_step", None)):
             self.head.after_step(momentum=m)
