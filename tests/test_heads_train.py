@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADS = sorted(p.stem for p in (ROOT / "configs" / "loss").glob("*.yaml"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # fast twin: tests/test_precision.py::test_every_head_trains_one_bf16_mixed_step
 @pytest.mark.parametrize("head", HEADS)
 def test_head_trains_end_to_end(head, tmp_path):
     # a queue shorter than the 512 smoke images (the default 4096 is refused there); heads that
@@ -29,7 +29,7 @@ def test_head_trains_end_to_end(head, tmp_path):
     assert 0 <= summary["linear_probe_top1"] <= 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # fast twin: tests/test_inputs.py::test_missing_inputs_refused_in_one_line_with_the_fix
 def test_a_head_needing_labels_is_refused_on_unlabelled_data_in_one_line(tmp_path):
     """SupCon on STL-10's train+unlabeled split (unlabelled images have label -1)."""
     root = make_stl10(tmp_path / "stl10")
@@ -42,7 +42,7 @@ def test_a_head_needing_labels_is_refused_on_unlabelled_data_in_one_line(tmp_pat
     assert not (run_dir / "checkpoints").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # fast twin: tests/eval/test_metrics.py::test_collapse_warning_names_what_fell
 def test_collapse_warning_fires_for_a_collapsing_configuration(tmp_path):
     """SimSiam's loss without its stop-gradient and predictor is the alignment of the views'
     unit projections alone, 2 - 2 cos(z1, z2) = ||u1 - u2||^2: loss=au with unif_w=0 is exactly
