@@ -1,6 +1,8 @@
 """Every command in a code block of README.md and docs/*.md runs: each at smoke scale (the same
 command, tiny data files in the real formats, one short epoch appended), or is skipped for a
-stated reason. A new command in the docs is picked up by this test."""
+stated reason. A new command in the docs is picked up by this test. README commands run in a
+fresh interpreter, as a user types them; the other pages' run through the same entry points in
+this process (``run_entry``), which saves the interpreter's start-up and imports per command."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_cifar, make_fashion_mnist, make_stl10
+from tests.conftest import make_cifar, make_fashion_mnist, make_stl10, run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 # pages whose commands a test of their own runs at smoke scale (with the sizes they need)
@@ -21,7 +23,6 @@ OWN_TESTS = {"evaluation.md": "tests/test_docs_evaluation.py", "pictures.md": "t
              "priors.md": "tests/test_priors_train.py",
              "robust.md": "tests/test_robust.py, tests/test_robust_eval.py"}
 DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in OWN_TESTS)]
-pytestmark = pytest.mark.slow
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -82,7 +83,7 @@ def run(argv: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
 def checkpoint(data_root, tmp_path_factory) -> Path:
     """last.ckpt of the default job at smoke scale: what ``runs/.../checkpoints/last.ckpt`` means."""
     run_dir = tmp_path_factory.mktemp("default")
-    proc = run([sys.executable, "train.py", *smoke_scale(data_root, run_dir)])
+    proc = run_entry(["train.py", *smoke_scale(data_root, run_dir)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir / "checkpoints" / "last.ckpt"
 
@@ -127,13 +128,24 @@ def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -
     return argv
 
 
-@pytest.mark.parametrize("where,cmd", COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])
+# benchmark commands take minutes even with --quick: the default run covers each of their
+# sections with tests/test_bench.py and tests/test_bench_threads.py (their fast twins), and
+# `make test-all` runs every documented one
+BENCHMARKS = ("scripts/bench.py", "scripts/bench_threads.py", "scripts/bench_gpu.py")
+
+
+def documented(where: str, cmd: str):
+    slow = any(f"python {script}" in cmd for script in BENCHMARKS)
+    return pytest.param(where, cmd, id=f"{where}: {cmd}", marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("where,cmd", [documented(w, c) for w, c in COMMANDS])
 def test_documented_command_runs(where, cmd, data_root, runs_dir, tmp_path, request):
     reason = skip_reason(cmd)
     if reason:
         pytest.skip(reason)
     argv = smoke_argv(cmd, data_root, runs_dir, tmp_path, request)
-    proc = run(argv)
+    proc = run(argv) if where == "README.md" else run_entry(argv[1:])
     assert proc.returncode == 0, f"{where}: {cmd}\n{proc.stderr[-3000:]}"
 
 

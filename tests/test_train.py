@@ -184,3 +184,38 @@ def test_compiled_encoder_keeps_checkpoint_keys(smoke_run, tmp_path):
 def test_unknown_key_is_one_line(tmp_path):
     msg = one_line_error(train("experiment=smoke", "loss.temprature=0.1", f"hydra.run.dir={tmp_path}"))
     assert "unknown config key 'loss.temprature'" in msg and "--cfg job" in msg
+
+
+def test_checkpoint_from_before_the_layout_move_still_resumes_and_evaluates(smoke_run, tmp_path):
+    # checkpoints written when the module lived at sslkit/module.py name that dotted path in their
+    # saved config: it is rewritten on load (sslkit.training.checkpoint.MOVED_TARGETS)
+    state = torch.load(smoke_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["sslkit"]["config"]["model"]["_target_"] == "sslkit.training.module.ContrastiveModule"
+    state["sslkit"]["config"]["model"]["_target_"] = "sslkit.module.ContrastiveModule"
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    from sslkit.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(old)["sslkit"]["config"]["model"]["_target_"] == "sslkit.training.module.ContrastiveModule"
+    proc = train("experiment=smoke", f"resume={old}", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["global_step"] == 24
+    proc = run_entry(["scripts/evaluate.py", f"checkpoint={old}", "eval=[knn]", f"out={tmp_path / 'knn.json'}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 0 <= json.loads((tmp_path / "knn.json").read_text())["results"]["knn"]["top1"] <= 1
+
+
+def test_checkpoint_with_the_old_constant_momentum_default_resumes(smoke_run, tmp_path):
+    # before heads declared their own schedule, configs said model.momentum_schedule: constant;
+    # for a head that declares none, null (today's default) builds the same run
+    state = torch.load(smoke_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["sslkit"]["config"]["model"]["momentum_schedule"] is None
+    state["sslkit"]["config"]["model"]["momentum_schedule"] = "constant"
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    proc = train("experiment=smoke", f"resume={old}", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from sslkit.training.checkpoint import upgrade_config
+
+    byol = {"loss": {"_target_": "sslkit.losses.byol.BYOL"}, "model": {"momentum_schedule": "constant"}}
+    assert upgrade_config(byol)["model"]["momentum_schedule"] == "constant"  # cosine is its own: kept

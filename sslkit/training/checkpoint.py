@@ -68,13 +68,32 @@ def load_checkpoint(path: str | Path) -> dict:
             f"checkpoint {path} refused: format version {version} is newer than this sslkit "
             f"reads ({FORMAT_VERSION}); upgrade sslkit"
         )
-    meta["config"] = upgrade_targets(meta.get("config") or {})
+    meta["config"] = upgrade_config(meta.get("config") or {})
     return ckpt
 
 
 # classes that moved since a checkpoint was written: old dotted-path prefix -> new one. A saved
 # config's ``_target_`` is rewritten on load, so old checkpoints still build, evaluate and resume
 MOVED_TARGETS = {"sslkit.module.": "sslkit.training.module."}
+
+
+def upgrade_config(config: dict) -> dict:
+    """A saved run config in today's terms: moved classes renamed (``upgrade_targets``), and
+    ``model.momentum_schedule: constant``, the default before heads declared their own schedule,
+    written as ``null`` where the head declares none (the two build the same run), so the
+    runs of older checkpoints resume without a config change."""
+    config = upgrade_targets(config)
+    model, loss = config.get("model"), config.get("loss")
+    if isinstance(model, dict) and model.get("momentum_schedule") == "constant" and isinstance(loss, dict):
+        from hydra._internal.utils import _locate  # what instantiate uses
+
+        try:
+            declared = getattr(_locate(loss.get("_target_", "")), "momentum_schedule", "constant")
+        except Exception:  # noqa: BLE001 - an unknown head is refused, by name, when it is built
+            declared = None
+        if declared == "constant":
+            model["momentum_schedule"] = None
+    return config
 
 
 def upgrade_targets(config):
