@@ -5,9 +5,6 @@ bf16-mixed training step of every head."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +15,7 @@ from omegaconf import OmegaConf
 from sslkit.launch.api import compose
 from sslkit.runtime.precision import BF16, FP32, calibrate, calibration_images, choose, cpu_bf16_flags, decide
 from sslkit.training.build import build_datamodule, build_module
+from tests.conftest import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADS = sorted(p.stem for p in (ROOT / "configs" / "loss").glob("*.yaml"))
@@ -103,17 +101,12 @@ def test_choose_auto_on_this_cpu():
 
 
 def run(tmp_path: Path, *args: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "train.py", "experiment=smoke", "trainer.max_epochs=1", "eval=[linear]",
-         "monitor.knn.every_n_epochs=0", f"hydra.run.dir={tmp_path}", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """``train.py`` in this process, as short as a run that still records its precision can be."""
+    train_run(tmp_path, "experiment=smoke", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+              "eval=[linear]", "eval.linear.max_iter=50", "monitor.knn.every_n_epochs=0", *args)
     return json.loads((tmp_path / "summary.json").read_text())
 
 
-@pytest.mark.slow
 def test_summary_and_log_record_the_precision_used(tmp_path):
     auto = run(tmp_path / "auto", "trainer.precision=auto", "threads=auto")
     assert auto["precision"] in (BF16, FP32) and auto["precision_reason"].startswith("auto:")
