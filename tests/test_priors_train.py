@@ -1,5 +1,6 @@
 """`python train.py` with head inputs beyond z, end to end on tiny data: every prior source of
-decoupled uniformity, domain-aware and supervised GCA, and the one-line refusals before work."""
+decoupled uniformity, domain-aware and supervised GCA, and the one-line refusals before work.
+The runs go through the real entry points in this process (``run_entry``), one short epoch each."""
 
 from __future__ import annotations
 
@@ -13,14 +14,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import run_entry
+
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
-DUNIF = ["experiment=smoke", "threads=1", "loss=dunif", "loss.kernel=rbf", "loss.sigma=1",
-         "trainer.max_epochs=1"]
+# one epoch of 2 steps, no kNN monitor, a short probe: what the heads' inputs need to be seen
+SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "monitor.knn.every_n_epochs=0",
+         "eval.linear.max_iter=50"]
+DUNIF = ["experiment=smoke", "threads=1", "loss=dunif", "loss.kernel=rbf", "loss.sigma=1", *SHORT]
 
 
 def run(*args: str, script: str = "train.py") -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    """``python SCRIPT ARGS``, run in this process (tests/conftest.py ``run_entry``)."""
+    return run_entry([script, *args])
+
+
+def run_subprocess(*args: str, script: str = "train.py") -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` in a fresh interpreter: for a run that spawns processes of its own
+    (DDP), whose process group must not outlive it in the test process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
 
@@ -116,8 +127,9 @@ def test_doc_commands_run_at_smoke_scale(command, tmp_path):
     if "prior=vae" in command:
         smoke += [f"prior.cache_dir={tmp_path}/cache", "prior.epochs=1"]
     if script == "train.py":
-        smoke += ["trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run"]
-    proc = run(*args, *smoke, script=script)
+        smoke += [*SHORT, f"hydra.run.dir={tmp_path}/run"]
+    # DDP starts a second process and a process group: in a process of its own
+    proc = (run_subprocess if "trainer=ddp" in command else run)(*args, *smoke, script=script)
     assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
     if script == "train.py":
         assert 0 <= json.loads((tmp_path / "run" / "summary.json").read_text())["linear_probe_top1"] <= 1
