@@ -1,5 +1,7 @@
 """The evaluation entry points end to end on tiny synthetic runs: the evaluators at the end of
-train.py, scripts/evaluate.py (one checkpoint, eval=all, several seeds), refusals."""
+train.py, scripts/evaluate.py (one checkpoint, eval=all, several seeds), refusals. The entry
+points run in this process (``run_entry``) but for one refusal, which checks the command's exit
+code and its one line of stderr from a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -12,11 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import copy_run, run_entry, train_run
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 
-def run(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS``, run in this process (tests/conftest.py ``run_entry``)."""
+    return run_entry([script, *args])
+
+
+def run_subprocess(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` in a fresh interpreter: the command line itself under test."""
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=ENV)
 
@@ -47,22 +57,17 @@ def test_eval_all_expands_to_every_evaluator():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> list[Path]:
-    """Two smoke runs that differ only in their seed; the first also runs the metrics evaluator."""
-    dirs = []
-    for seed in (0, 1):
-        run_dir = tmp_path_factory.mktemp(f"seed{seed}")
-        extra = ["eval=[linear,knn,metrics]"] if seed == 0 else []
-        proc = run("train.py", "experiment=smoke", "threads=1", f"seed={seed}", *extra,
-                   f"hydra.run.dir={run_dir}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        dirs.append(run_dir)
-    return dirs
+def runs(smoke_session_run, tmp_path_factory) -> list[Path]:
+    """Two smoke runs that differ only in their seed, both with the metrics evaluator besides the
+    default ones (the first is the session's shared run). Read-only: a test that evaluates into a
+    run dir copies it."""
+    second = train_run(tmp_path_factory.mktemp("seed1"), "experiment=smoke", "threads=1", "seed=1",
+                       "eval=[linear,knn,metrics]")
+    return [smoke_session_run, second]
 
 
-@pytest.mark.slow
-def test_train_ends_with_the_evaluators(runs):
-    first, second = runs
+def test_train_ends_with_the_evaluators(runs, cacr_session_run):
+    first, _ = runs
     summary = json.loads((first / "summary.json").read_text())
     linear = json.loads((first / "eval" / "linear.json").read_text())
     knn = json.loads((first / "eval" / "knn.json").read_text())
@@ -71,15 +76,14 @@ def test_train_ends_with_the_evaluators(runs):
     assert summary["wall_seconds"] > 0 and "eval/metrics/num_samples" in summary
     assert (first / "eval" / "metrics.json").exists()
     # the default list: linear and kNN only
-    assert sorted(p.name for p in (second / "eval").iterdir()) == ["knn.json", "linear.json"]
+    assert sorted(p.name for p in (cacr_session_run / "eval").iterdir()) == ["knn.json", "linear.json"]
     # the online metrics monitor logged every metric
     header = (first / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"metrics/encoder_rankme", "metrics/projector_uniformity", "metrics/encoder_std_ratio"} <= set(header)
 
 
-@pytest.mark.slow
 def test_evaluate_script_writes_eval_json_into_the_run_dir(runs, tmp_path):
-    first = runs[0]
+    first = copy_run(runs[0], tmp_path / "first")
     before = json.loads((first / "eval" / "linear.json").read_text())
     (first / "eval" / "linear.json").unlink()
     ckpt = first / "checkpoints" / "last.ckpt"
@@ -93,27 +97,31 @@ def test_evaluate_script_writes_eval_json_into_the_run_dir(runs, tmp_path):
     assert not (ROOT / ".hydra").exists() and not (ROOT / "outputs").exists()
 
 
-@pytest.mark.slow
-def test_evaluate_all_runs_every_evaluator(runs):
+def test_evaluate_all_runs_every_evaluator(runs, tmp_path):
     from sslkit.training.config import evaluators
 
-    second = runs[1]
+    second = copy_run(runs[1], tmp_path / "second")
+    # every evaluator at its smallest: what is checked is that each runs and writes its file
     proc = run("scripts/evaluate.py", f"checkpoint={second / 'checkpoints' / 'last.ckpt'}", "eval=all",
-               "eval.linear_sgd.epochs=1", "eval.metrics.num_samples=64", "threads=1")
+               "eval.linear_sgd.epochs=1", "eval.metrics.num_samples=64", "eval.plots.max_points=100",
+               "eval.plots.n_jobs=1", "eval.robust.test_size=32", "eval.robust.slf.epochs=5",
+               "eval.robust.alf.train_size=32", "eval.robust.aff.train_size=32", "threads=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.stem for p in (second / "eval").glob("*.json")} == set(evaluators(any_data=True))
     sgd = json.loads((second / "eval" / "linear_sgd.json").read_text())
     assert 0 <= sgd["top1"] <= 1 and len(sgd["train_loss_per_epoch"]) == 1
 
 
-@pytest.mark.slow
 def test_evaluate_several_seeds_gives_mean_and_interval(runs, tmp_path):
+    runs = [copy_run(r, tmp_path / f"seed{i}") for i, r in enumerate(runs)]
     out = tmp_path / "aggregate.json"
     ckpts = ",".join(str(r / "checkpoints" / "last.ckpt") for r in runs)
     proc = run("scripts/evaluate.py", f"checkpoint=[{ckpts}]", "eval=[knn]", f"aggregate_out={out}", "threads=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    groups = json.loads(out.read_text())
+    record = json.loads(out.read_text())
+    groups = record["groups"]
     assert len(groups) == 1 and groups[0]["seeds"] == [0, 1] and groups[0]["n"] == 2
+    assert record["comparisons"] == []  # one setting: nothing to compare it with
     values = [json.loads((r / "eval" / "knn.json").read_text())["top1"] for r in runs]
     stats = groups[0]["metrics"]["knn.top1"]
     assert stats["mean"] == pytest.approx(sum(values) / 2)
@@ -122,19 +130,18 @@ def test_evaluate_several_seeds_gives_mean_and_interval(runs, tmp_path):
     assert "95% interval" in proc.stdout
 
 
-@pytest.mark.slow
 def test_evaluate_refuses_missing_and_foreign_checkpoints(tmp_path):
     msg = one_line_error(run("scripts/evaluate.py", f"checkpoint={tmp_path / 'nope.ckpt'}"))
     assert "no such file" in msg
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
     assert "not written by sslkit" in one_line_error(run("scripts/evaluate.py", f"checkpoint={foreign}"))
-    # checked before any import of torch: an unknown evaluator names the valid ones
-    msg = one_line_error(run("scripts/evaluate.py", f"checkpoint={foreign}", "eval=[knn,nope]"))
+    # checked before any import of torch: an unknown evaluator names the valid ones (in a fresh
+    # interpreter, the command's own exit code and stderr, in about a second)
+    msg = one_line_error(run_subprocess("scripts/evaluate.py", f"checkpoint={foreign}", "eval=[knn,nope]"))
     assert "unknown eval 'nope'" in msg and "linear_sgd" in msg
 
 
-@pytest.mark.slow
 def test_bad_evaluator_config_fails_before_training(tmp_path):
     msg = one_line_error(run("train.py", "experiment=smoke", "eval.knn.summary_k=7", f"hydra.run.dir={tmp_path}"))
     assert "summary_k=7" in msg and not (tmp_path / "checkpoints").exists()
