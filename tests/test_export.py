@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import hydra
-import pytest
 import timm
 import torch
 import torchvision
@@ -22,12 +21,19 @@ from sslkit.encoders.convnet import ConvNet
 from sslkit.eval.loading import load_trained
 from sslkit.training.export import build_encoder, export_encoder
 from sslkit.training.module import FORMAT_VERSION
+from tests.conftest import copy_run, run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
 
 
 def run(*args: str, script: str = "scripts/export.py") -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS``, run in this process (tests/conftest.py ``run_entry``)."""
+    return run_entry([script, *args])
+
+
+def run_subprocess(*args: str, script: str = "scripts/export.py") -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` in a fresh interpreter: the command line itself under test."""
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=ENV)
 
@@ -104,11 +110,8 @@ def test_timm_model_loads_into_timm_create_model(tmp_path):
     assert_same_features(rebuilt, encoder, 1, 16)
 
 
-@pytest.mark.slow
-def test_convnet_of_a_smoke_run_via_the_cli(tmp_path):
-    run_dir = tmp_path / "smoke"
-    proc = run("experiment=smoke", "threads=1", f"hydra.run.dir={run_dir}", script="train.py")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_convnet_of_a_smoke_run_via_the_cli(smoke_session_run, tmp_path):
+    run_dir = copy_run(smoke_session_run, tmp_path / "smoke")  # the export goes into the run dir
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     proc = run(f"checkpoint={ckpt}")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -132,7 +135,8 @@ def test_cli_refuses_missing_and_foreign_checkpoints_in_one_line(tmp_path):
         (["checkpint=x"], "unknown argument"),
         ([], "checkpoint=PATH is required"),
     ):
-        proc = run(*args)
+        # the argument parsing from a fresh interpreter: the command's own exit code and stderr
+        proc = (run_subprocess if words == "unknown argument" else run)(*args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(lines) == 1 and words in lines[0], proc.stderr
     foreign = tmp_path / "foreign.ckpt"

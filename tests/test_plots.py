@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,32 +14,24 @@ from sslkit.eval.loading import context_from_checkpoint
 from sslkit.training.checkpoint import run_dir_of
 from sslkit.eval.plots import Plots, embed_2d, plan_of, read_metrics
 from sslkit.eval.recorders import load_records
+from tests.conftest import copy_run, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def train(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, "train.py", "experiment=smoke", "threads=1", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-
-
-def smoke(tmp_path_factory, name: str, *args: str) -> Path:
-    run_dir = tmp_path_factory.mktemp(name)
-    proc = train(f"hydra.run.dir={run_dir}", *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def cacr_run(tmp_path_factory) -> Path:
-    return smoke(tmp_path_factory, "cacr", "loss=cacr", "monitor.recorder.every_n_epochs=1")
+@pytest.fixture
+def cacr_run(cacr_session_run) -> Path:
+    """The session's CACR smoke run with records at epochs 0, 1 and 2 (read-only)."""
+    return cacr_session_run
 
 
 @pytest.fixture(scope="module")
 def gca_run(tmp_path_factory) -> Path:
-    return smoke(tmp_path_factory, "gca", "loss=gca_ince",
-                 "trainer.max_epochs=3", "monitor.recorder.every_n_epochs=2")
+    """GCA-InfoNCE, 3 short epochs (2 steps each), records every 2 epochs and at the end."""
+    return train_run(tmp_path_factory.mktemp("gca"), "experiment=smoke", "threads=1", "loss=gca_ince",
+                     "trainer.max_epochs=3", "+trainer.limit_train_batches=2",
+                     "monitor.knn.every_n_epochs=0", "eval.linear.max_iter=50",
+                     "monitor.recorder.every_n_epochs=2")
 
 
 def assert_picture(path: Path) -> None:
@@ -52,7 +41,6 @@ def assert_picture(path: Path) -> None:
     assert image[..., :3].std() > 0.05, f"{path} is blank"
 
 
-@pytest.mark.slow
 def test_recorder_writes_records_at_the_chosen_epochs(cacr_run, gca_run):
     cacr = load_records(cacr_run)
     assert [r["epochs_done"] for r in cacr] == [0, 1, 2]  # before training, every epoch
@@ -74,9 +62,8 @@ def test_recorder_writes_records_at_the_chosen_epochs(cacr_run, gca_run):
     assert not torch.allclose(cacr[0]["tensors"]["neg_pair_weight"], t["neg_pair_weight"])
 
 
-@pytest.mark.slow
-def test_recorder_leaves_training_unchanged(cacr_run, tmp_path_factory):
-    plain = smoke(tmp_path_factory, "plain", "loss=cacr")
+def test_recorder_leaves_training_unchanged(cacr_run, tmp_path):
+    plain = train_run(tmp_path / "plain", "experiment=smoke", "threads=1", "loss=cacr")
     a = torch.load(cacr_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(plain / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
@@ -85,8 +72,8 @@ def test_recorder_leaves_training_unchanged(cacr_run, tmp_path_factory):
     assert not (plain / "records").exists()
 
 
-@pytest.mark.slow
-def test_plots_of_a_cacr_smoke_run(cacr_run):
+def test_plots_of_a_cacr_smoke_run(cacr_run, tmp_path):
+    cacr_run = copy_run(cacr_run, tmp_path / "cacr")  # the pictures are written into the run dir
     ctx = context_from_checkpoint(cacr_run / "checkpoints" / "last.ckpt", device="cpu")
     out = Plots(method="tsne", n_jobs=1)(ctx)
     assert set(out["files"]) == {"embedding", "curves", "weights"}
@@ -97,8 +84,8 @@ def test_plots_of_a_cacr_smoke_run(cacr_run):
     assert out["embedding_points"] == len(ctx.labelled("test")[0])
 
 
-@pytest.mark.slow
-def test_plots_of_a_gca_smoke_run(gca_run):
+def test_plots_of_a_gca_smoke_run(gca_run, tmp_path):
+    gca_run = copy_run(gca_run, tmp_path / "gca")  # the pictures are written into the run dir
     ctx = context_from_checkpoint(gca_run / "checkpoints" / "last.ckpt", device="cpu")
     out = Plots(method="tsne", max_points=100, n_jobs=1)(ctx)
     assert set(out["files"]) == {"embedding", "curves", "plan"}
@@ -107,7 +94,6 @@ def test_plots_of_a_gca_smoke_run(gca_run):
         assert_picture(gca_run / rel)
 
 
-@pytest.mark.slow
 def test_recorded_plan_is_the_heads_plan(gca_run):
     rec = load_records(gca_run)[-1]
     plan, mu, nu, labels = plan_of(rec)
@@ -155,7 +141,42 @@ def test_embedding_subsamples_with_a_seed():
     np.testing.assert_array_equal(y_used, again)
 
 
-@pytest.mark.slow
+def test_umap_branch_passes_the_settings_and_the_subsample(monkeypatch):
+    """embed_2d's UMAP branch with a stand-in for umap-learn (whose numba kernels take tens of
+    seconds to compile): the settings and the seeded subsample reach ``umap.UMAP``, its 2-D map
+    comes back with the kept labels, and n_neighbors shrinks below the number of points."""
+    import sys
+    from types import SimpleNamespace
+
+    made = []
+
+    class UMAP:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+            made.append(self)
+
+        def fit_transform(self, x):
+            self.x = x
+            return x[:, :2] * 2
+
+    monkeypatch.setitem(sys.modules, "umap", SimpleNamespace(UMAP=UMAP))
+    x = np.random.default_rng(0).normal(size=(300, 8))
+    y = np.arange(300) % 3
+    xy, y_used = embed_2d(x, y, "umap", 120, 15, "cosine", 1, seed=0)
+    (reducer,) = made
+    assert reducer.kwargs == {"n_components": 2, "n_neighbors": 15, "metric": "cosine", "random_state": 0,
+                              "n_jobs": 1}
+    assert reducer.x.dtype == np.float32 and reducer.x.flags.c_contiguous and reducer.x.shape == (120, 8)
+    keep = np.sort(np.random.default_rng(0).permutation(300)[:120])
+    np.testing.assert_array_equal(reducer.x, x[keep].astype(np.float32))
+    np.testing.assert_array_equal(y_used, y[keep])
+    np.testing.assert_array_equal(xy, x[keep, :2].astype(np.float32) * 2)
+    embed_2d(x[:10], y[:10], "umap", 120, 15, "euclidean", 2, seed=3)
+    assert made[-1].kwargs == {"n_components": 2, "n_neighbors": 9, "metric": "euclidean", "random_state": 3,
+                               "n_jobs": 2}
+
+
+@pytest.mark.slow  # umap-learn itself (numba compilation); fast twin: test_umap_branch_passes_the_settings_and_the_subsample
 def test_umap_embedding():
     x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
     xy, _ = embed_2d(x, np.zeros(200), "umap", 10_000, 15, "cosine", 1, seed=0)
