@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from tests.conftest import run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
+# appended at smoke scale: training of 2 steps an epoch without the kNN monitor; eval=all with
+# every evaluator at its smallest (the robust one's attacks at 2 steps)
+SHORT_TRAIN = ["+trainer.limit_train_batches=2", "monitor.knn.every_n_epochs=0"]
+SMALL_EVAL_ALL = ["eval.plots.max_points=100", "eval.plots.n_jobs=1", "eval.metrics.num_samples=64",
+                  "eval.robust.test_size=32", "eval.robust.slf.epochs=5", "eval.robust.alf.train_size=32",
+                  "eval.robust.aff.train_size=32",
+                  *(f"eval.robust.{a}.steps=2" for a in ("attacks.pgd20_linf_8", "attacks.pgd20_linf_2",
+                                                          "attacks.pgd20_l2_0p5", "train_attack"))]
 
 
 def doc_commands() -> list[list[str]]:
@@ -26,16 +31,17 @@ def test_the_doc_has_commands():
     assert {"train.py", "scripts/evaluate.py", "scripts/sweep_report.py"} <= scripts
 
 
-@pytest.mark.slow
 def test_doc_commands_run_at_smoke_scale(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    """Each command through its entry point in this process (``run_entry``), the multirun too."""
     for cmd in doc_commands():
         args = [re.sub(r"(^|=|\[|,)(runs|multirun)/", lambda m: f"{m.group(1)}{tmp_path}/{m.group(2)}/", a)
                 for a in cmd[1:]]
         if args[0] == "train.py":
             args.insert(1 + (args[1] == "-m"), "experiment=smoke")
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=600, env=env)
+            args += SHORT_TRAIN
+        if "eval=all" in args:
+            args += SMALL_EVAL_ALL
+        proc = run_entry(args)
         assert proc.returncode == 0, f"{shlex.join(cmd)}\n{proc.stderr[-3000:]}"
     assert (tmp_path / "runs" / "eval_demo" / "eval" / "linear_sgd.json").exists()
     assert (tmp_path / "runs" / "eval_longtail" / "eval" / "longtail.json").exists()

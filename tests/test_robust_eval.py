@@ -5,10 +5,7 @@ module, and ``scripts/evaluate.py 'eval=[robust]'`` end to end."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from torch import nn
 from sslkit.augment.pipeline import ViewAugment
 from sslkit.errors import ConfigError
 from sslkit.eval.robust import ImageClassifier, LinearHead, robust_accuracy
+from tests.conftest import run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 EPS8 = 8 / 255
@@ -291,15 +289,18 @@ def doc_commands() -> list[str]:
 
 
 SMOKE = {  # appended to the documented commands: later key=value pairs win
-    "train.py": ["experiment=smoke"],
+    "train.py": ["experiment=smoke", "+trainer.limit_train_batches=2", "monitor.knn.every_n_epochs=0"],
     "scripts/evaluate.py": ["eval.robust.test_size=32", "eval.robust.alf.train_size=32",
-                               "eval.robust.aff.train_size=32", "eval.robust.slf.epochs=5"],
+                               "eval.robust.aff.train_size=32", "eval.robust.slf.epochs=5",
+                               # 2 PGD steps instead of 20 (10 for adversarial training)
+                               *(f"eval.robust.{a}.steps=2" for a in (
+                                   "attacks.pgd20_linf_8", "attacks.pgd20_linf_2",
+                                   "attacks.pgd20_l2_0p5", "train_attack"))],
 }
 
 
-@pytest.mark.slow
 def test_documented_commands_run_at_smoke_scale(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    """Each command through its entry point in this process (``run_entry``)."""
     commands = doc_commands()
     assert [shlex.split(c)[1] for c in commands] == ["train.py"] + ["scripts/evaluate.py"] * 3
     run_dir = tmp_path / "fm1"
@@ -308,8 +309,7 @@ def test_documented_commands_run_at_smoke_scale(tmp_path):
         command = command.replace("/tmp/robust.json", str(tmp_path / "robust.json"))
         python, script, *args = shlex.split(command)
         assert python == "python"
-        proc = subprocess.run([sys.executable, script, *args, *SMOKE[script]], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600, env=env)
+        proc = run_entry([script, *args, *SMOKE[script]])
         assert proc.returncode == 0, (command, proc.stderr[-3000:])
     attacks = {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5", "fgsm_linf_8"}
     # the last command to write eval/robust.json ran SLF with AutoAttack
@@ -323,15 +323,14 @@ def test_documented_commands_run_at_smoke_scale(tmp_path):
     assert set(result) == {"slf", "alf", "aff", "settings", "seconds"} and set(result["alf"]) == attacks
 
 
-@pytest.mark.slow
 def test_evaluate_refuses_bad_robust_settings_in_one_line(tmp_path):
+    """In this process (``run_entry``); tests/test_evaluate.py runs a refusal of the command in
+    a fresh interpreter."""
     ckpt = tmp_path / "none.ckpt"
     for args, needle in (([], "no such file"),
                          (["eval.robust.modes=[slf,xlf]"], "choose from ['slf', 'alf', 'aff']"),
                          (["eval.robust.skip=[pgd]"], "unknown attacks ['pgd']")):
-        proc = subprocess.run([sys.executable, "scripts/evaluate.py", f"checkpoint={ckpt}",
-                               "eval=[robust]", *args],
-                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        proc = run_entry(["scripts/evaluate.py", f"checkpoint={ckpt}", "eval=[robust]", *args])
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
