@@ -6,7 +6,6 @@ import csv
 import importlib.util
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from tests.conftest import run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = sorted((ROOT / "configs" / "sweep").glob("*.yaml"))
@@ -275,18 +276,16 @@ def test_short_keeps_labels_readable():
     assert report_mod.short("configs/loss/x.yaml") == "configs/loss/x.yaml"
 
 
-@pytest.mark.slow
 def test_tiny_multirun_and_report(tmp_path):
-    """A real `python train.py -m` over 2 temperatures x 2 seeds, then sweep_report on it."""
+    """A real `python train.py -m` over 2 temperatures x 2 seeds (Hydra's launcher runs the jobs
+    one after another in this process: ``run_entry``), then sweep_report on it in a fresh
+    interpreter (the report command's own exit code and output)."""
     sweep_dir = tmp_path / "sweep"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run(
-        [sys.executable, "train.py", "-m", "+sweep=temperature_x_loss", "experiment=smoke",
+    proc = run_entry(
+        ["train.py", "-m", "+sweep=temperature_x_loss", "experiment=smoke",
          "loss=infonce", "loss.temperature=0.2,0.5", "seed=0,1", "trainer.max_epochs=1",
-         "monitor.knn.every_n_epochs=0", "eval.linear.max_iter=50",
-         f"hydra.sweep.dir={sweep_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
-    )
+         "+trainer.limit_train_batches=2", "monitor.knn.every_n_epochs=0", "eval.linear.max_iter=50",
+         f"hydra.sweep.dir={sweep_dir}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert len(runs) == 4 and all((r / "summary.json").exists() for r in runs)
