@@ -195,7 +195,7 @@ def test_resume_position_recorded_only_for_an_unfinished_epoch():
     assert len(list(sampler)) == 8  # and only once
 
 
-# -- data.val_size: what the online monitors score on ------------------------------------------
+# -- data.val_size: the validation split, carved from the training images -----------------------
 def _rank_trainer(rank: int, world: int):
     from types import SimpleNamespace
 
@@ -206,54 +206,89 @@ def _loader_images(loader) -> torch.Tensor:
     return torch.cat([b["image"] for b in loader])
 
 
-def test_val_size_is_a_seeded_subset_of_the_test_split():
-    dm = Synthetic(num_test=100, val_size=30, eval_batch_size=8, seed=3)
-    test, val = dm.split("test"), dm.split("validation")
+def test_validation_is_a_seeded_part_of_the_training_split_held_out_of_training():
+    dm = Synthetic(num_train=200, num_test=100, val_size=30, eval_batch_size=8, seed=3)
+    train, test, val = dm.split("train"), dm.split("test"), dm.split("validation")
+    pretrain, probe = dm.split("pretrain"), dm.split(dm.probe_split)
     assert len(val) == 30 and len(set(val.origin.tolist())) == 30
-    assert torch.equal(val.images, test.images[val.origin])
-    assert torch.equal(val.labels, test.labels[val.origin])
-    # reproducible from the data seed; another seed draws another subset
-    assert torch.equal(Synthetic(num_test=100, val_size=30, seed=3).split("validation").origin, val.origin)
-    assert not torch.equal(Synthetic(num_test=100, val_size=30, seed=4).split("validation").origin, val.origin)
-    # the validation loader serves exactly the subset, the same images every epoch
+    assert torch.equal(val.images, train.images[val.origin])
+    assert torch.equal(val.labels, train.labels[val.origin])
+    # held out of pretraining and of the probes' training set; together they are the whole split
+    for part in (pretrain, probe):
+        assert not set(part.origin.tolist()) & set(val.origin.tolist())
+        assert sorted(part.origin.tolist() + val.origin.tolist()) == list(range(len(train)))
+    # reproducible from the data seed; another seed draws another part
+    assert torch.equal(Synthetic(num_train=200, val_size=30, seed=3).split("validation").origin, val.origin)
+    assert not torch.equal(Synthetic(num_train=200, val_size=30, seed=4).split("validation").origin, val.origin)
+    # the validation loader serves exactly that part, the same images every epoch
     loader = dm.val_dataloader()
     first = _loader_images(loader)
     assert torch.equal(first, val.images)
     loader.batch_sampler.set_epoch(5)
     assert torch.equal(_loader_images(loader), first)
-    # offline evaluation keeps the whole test split
+    # the test split is untouched and read whole by the final evaluation
     assert torch.equal(_loader_images(dm.eval_dataloader(dm.test_split)), test.images)
 
 
-def test_val_size_larger_than_the_split_or_null_is_the_whole_split():
-    for size in (None, 100, 10_000):
-        dm = Synthetic(num_test=100, val_size=size)
-        assert dm.split("validation") is dm.split("test")
-        assert torch.equal(_loader_images(dm.val_dataloader()), dm.split("test").images)
+def test_val_size_null_is_no_validation_split_and_sizes_are_checked():
+    dm = Synthetic(num_train=100, val_size=None)
+    assert dm.val_dataloader() == [] and not dm.has_validation
+    assert dm.split(dm.probe_split) is dm.split("train") and len(dm.split("pretrain")) == 100
+    with pytest.raises(ConfigError, match="data.val_size=null: synthetic has no validation split"):
+        dm.split("validation")
     with pytest.raises(ConfigError, match=r"data.val_size=0: .*>= 1.*or null"):
         Synthetic(val_size=0)
+    # at most half the labelled training images: as many remain to train on
+    assert len(Synthetic(num_train=100, val_size=10_000).split("validation")) == 50
+    with pytest.raises(ConfigError, match="data.val_size=5: the train split of synthetic has 1 labelled"):
+        Synthetic(num_train=1, val_size=5).split("validation")
 
 
-def test_val_size_on_a_per_item_dataset(tmp_path):
-    make_image_folder(tmp_path)  # 9 test images
+def test_validation_comes_from_labelled_images_and_leaves_the_unlabelled_ones(tmp_path):
+    # STL-10: drawn from the 5k labelled `train` images, removed from the `train+unlabeled`
+    # pretraining split at the same positions (train comes first); unlabelled images all stay
+    make_stl10(tmp_path, n=8)
+    dm = STL10(root=str(tmp_path), val_size=3, batch_size=2)
+    stored, val, pre = dm.split("train+unlabeled"), dm.split("validation"), dm.split("pretrain")
+    assert dm.split("train").labels.tolist() == stored.labels[:8].tolist()
+    assert len(val) == 3 and (val.labels >= 0).all() and int(val.origin.max()) < 8
+    assert len(pre) == 13 and not set(pre.origin.tolist()) & set(val.origin.tolist())
+    assert torch.equal(val.images, stored.images[val.origin])
+    assert len(dm.split(dm.probe_split)) == 5 and (dm.split(dm.probe_split).labels >= 0).all()
+
+
+def test_long_tail_is_drawn_from_what_the_validation_split_leaves():
+    dm = Synthetic(num_train=400, num_classes=4, val_size=40, imbalance_ratio=10, imbalance_profile="step")
+    val, pre = dm.split("validation"), dm.split("pretrain")
+    assert not set(pre.origin.tolist()) & set(val.origin.tolist())
+    counts = torch.bincount(pre.labels, minlength=4).tolist()
+    assert counts[0] == max(counts) and counts[3] * 9 <= counts[0] <= counts[3] * 11
+    assert len(dm.split(dm.probe_split)) == 360  # the probe trains on the balanced rest
+
+
+def test_validation_on_a_per_item_dataset(tmp_path):
+    make_image_folder(tmp_path)  # 9 training images
     dm = ImageFolder(root=str(tmp_path), image_size=16, load_size=16, val_size=4, eval_batch_size=3)
-    test, val = dm.split("test"), dm.split("validation")
-    assert len(val) == 4 and torch.equal(val.labels, test.labels[val.origin])
+    train, val = dm.split("train"), dm.split("validation")
+    assert len(val) == 4 and torch.equal(val.labels, train.labels[val.origin])
     images = _loader_images(dm.val_dataloader())
-    assert torch.equal(images, torch.stack([test[int(i)]["image"] for i in val.origin]))
+    assert torch.equal(images, torch.stack([train[int(i)]["image"] for i in val.origin]))
+    assert len(dm.split("pretrain")) == len(dm.split(dm.probe_split)) == 5
 
 
-def test_ddp_validation_shards_partition_the_subset():
+def test_ddp_validation_shards_partition_the_validation_split():
     # what each of 2 ranks' validation loaders serves (the real sampler, the rank from the trainer):
-    # together the subset, each image once, whatever the uneven last batch
-    seen = []
+    # together the validation split, each image once, whatever the uneven last batch; every rank
+    # draws the same split
+    seen, origins = [], []
     for rank in range(2):
-        dm = Synthetic(num_test=100, val_size=29, eval_batch_size=4, seed=1)
+        dm = Synthetic(num_train=100, val_size=29, eval_batch_size=4, seed=1)
         dm.trainer = _rank_trainer(rank, 2)
         seen.append(torch.cat([b["index"] for b in dm.val_dataloader()]))
-        origin = dm.split("validation").origin
+        origins.append(dm.split("validation").origin)
+    assert torch.equal(origins[0], origins[1])
     assert len(seen[0]) + len(seen[1]) == 29
-    assert sorted(origin[torch.cat(seen)].tolist()) == origin.tolist()
+    assert sorted(origins[0][torch.cat(seen)].tolist()) == origins[0].tolist()
 
 
 class ValImages(L.Callback):
@@ -273,21 +308,44 @@ class ValImages(L.Callback):
         torch.save([torch.cat(e) for e in self.epochs if e], self.path)
 
 
+class TrainIndices(L.Callback):
+    """Saves the pretraining split's positions of every training batch."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.seen.append(trainer.datamodule.split("pretrain").origin[batch["index"]])
+
+    def on_fit_end(self, trainer, module) -> None:
+        torch.save(torch.cat(self.seen), self.path)
+
+
 def test_smoke_run_with_val_size(tmp_path):
     import json
 
     import sslkit
 
-    seen = tmp_path / "val.pt"
+    seen, trained = tmp_path / "val.pt", tmp_path / "train.pt"
     run = tmp_path / "run"
     sslkit.train(overrides=["experiment=smoke", "threads=1", "data.val_size=16", "data.eval_batch_size=8",
                             "+monitor.val_images._target_=tests.test_data.ValImages",
-                            f"+monitor.val_images.path={seen}"], run_dir=run)
+                            f"+monitor.val_images.path={seen}",
+                            "+monitor.train_indices._target_=tests.test_data.TrainIndices",
+                            f"+monitor.train_indices.path={trained}"], run_dir=run)
+    dm = Synthetic(num_train=576, val_size=16, seed=0)
+    val = dm.split("validation")
     epochs = torch.load(seen, weights_only=True)
-    assert len(epochs) == 2 and all(torch.equal(e, epochs[0]) for e in epochs) and len(epochs[0]) == 16
+    # the monitors scored the same 16 training images every epoch, none of which was trained on
+    assert len(epochs) == 2 and all(torch.equal(e, val.images) for e in epochs)
+    assert not set(torch.load(trained, weights_only=True).tolist()) & set(val.origin.tolist())
     header, *rows = (run / "metrics.csv").read_text().splitlines()
     column = header.split(",").index("val/online_probe_top1")
     tops = [float(r.split(",")[column]) for r in rows if r.split(",")[column]]
     assert len(tops) == 2 and all((t * 16).is_integer() for t in tops)
-    # the final (offline) evaluation scores the whole test split
-    assert json.loads((run / "eval" / "linear.json").read_text())["n_test"] == 256
+    # the final probe trains on the training split without them and scores the whole test split
+    linear = json.loads((run / "eval" / "linear.json").read_text())
+    assert linear["n_train"] == 576 - 16 and linear["n_test"] == 256
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val/images"] == 16 and (summary["val/linear_probe_top1"] * 16).is_integer()
+    assert summary["val/online_probe_top1"] == summary["online_probe_top1"] == tops[-1]

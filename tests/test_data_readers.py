@@ -99,3 +99,71 @@ def test_listed_images_carry_attached_fields(tmp_path):
     data = UTZappos(root=str(tmp_path)).split("train")
     data.fields["prior"] = torch.arange(len(data), dtype=torch.float32)[:, None]
     assert data[2]["prior"].tolist() == [2.0]
+
+
+# -- image folders: one class numbering for every split ------------------------------------------
+def _folder(root, split: str, classes: dict[str, int]) -> None:
+    from PIL import Image
+
+    for name, count in classes.items():
+        (root / split / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (6, 6), (40 * i, 0, 0)).save(root / split / name / f"{i}.png")
+
+
+def test_image_folder_numbers_classes_by_name_over_both_splits(tmp_path):
+    from sslkit.data.imagefolder import ImageFolder
+
+    # the test split lacks `bird`: numbering each split on its own would make its `cat` 0
+    _folder(tmp_path, "train", {"bird": 2, "cat": 2, "dog": 2})
+    _folder(tmp_path, "val", {"cat": 1, "dog": 1})
+    dm = ImageFolder(root=str(tmp_path), image_size=6)
+    train, test = dm.split("train"), dm.split("test")
+    assert dm.num_classes == 3 and train.classes == test.classes == ["bird", "cat", "dog"]
+    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2] and test.labels.tolist() == [1, 2]
+    assert [p.parent.name for p, _ in test.samples] == ["cat", "dog"]
+    with pytest.raises(DataError, match="data.num_classes=2 but .* hold 3 class folders"):
+        ImageFolder(root=str(tmp_path), image_size=6, num_classes=2).split("train")
+
+
+def test_image_folder_refuses_a_test_class_never_seen_in_training(tmp_path):
+    from sslkit.data.imagefolder import ImageFolder
+
+    _folder(tmp_path, "train", {"cat": 2, "dog": 2})
+    _folder(tmp_path, "val", {"cat": 1, "dog": 1, "eel": 1})
+    dm = ImageFolder(root=str(tmp_path), image_size=6)
+    assert dm.split("train").labels.tolist() == [0, 0, 1, 1]  # the union names eel 2; train has none
+    with pytest.raises(DataError) as err:
+        dm.split("test")
+    assert "\n" not in str(err.value) and "['eel']" in str(err.value) and "none in" in str(err.value)
+
+
+def test_domain_folder_numbers_classes_over_every_domain(tmp_path):
+    from sslkit.data.domainfolder import DomainFolder
+
+    # the held-out domain lacks `dog`; the training domains lack nothing
+    _folder(tmp_path / "art", "", {"dog": 1, "horse": 1})
+    _folder(tmp_path / "photo", "", {"dog": 1, "horse": 2})
+    _folder(tmp_path / "sketch", "", {"horse": 2})
+    dm = DomainFolder(root=str(tmp_path), image_size=6, test_domains=["sketch"])
+    train, test = dm.split("train"), dm.split("test")
+    assert dm.num_classes == 2 and train.labels.tolist() == [0, 1, 0, 1, 1]
+    assert test.labels.tolist() == [1, 1]  # horse stays 1 without a dog folder beside it
+    _folder(tmp_path / "sketch", "", {"cat": 1})
+    dm = DomainFolder(root=str(tmp_path), image_size=6, test_domains=["sketch"])
+    assert dm.split("train").labels.tolist() == [1, 2, 1, 2, 2]  # cat 0 over every domain
+    with pytest.raises(DataError, match=r"\['cat'\].*none in the training domains"):
+        dm.split("test")
+
+
+def test_domain_folder_validation_keeps_the_domain_field(tmp_path):
+    from sslkit.data.domainfolder import DomainFolder
+
+    _folder(tmp_path / "art", "", {"dog": 3, "horse": 3})
+    _folder(tmp_path / "photo", "", {"dog": 3, "horse": 3})
+    dm = DomainFolder(root=str(tmp_path), image_size=6, val_size=4)
+    stored, probe, val = dm.split("train"), dm.split(dm.probe_split), dm.split("validation")
+    assert len(probe) == 8 and len(val) == 4
+    for part in (probe, val):  # per-sample fields follow the images into the derived splits
+        assert torch.equal(part.fields["domain"], stored.fields["domain"][part.origin])
+        assert int(part[1]["domain"]) == int(stored.fields["domain"][part.origin[1]])

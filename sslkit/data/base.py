@@ -1,4 +1,13 @@
-"""Shared LightningDataModule machinery: splits, long-tail subsampling, rank-aware batching.
+"""Shared LightningDataModule machinery: splits, the validation split, long-tail subsampling,
+rank-aware batching.
+
+Splits by name (``split(name)``): the stored splits a reader loads (``train``, ``test``, ...) and
+three derived ones. ``validation`` is ``val_size`` labelled images carved from the stored split the
+probes train on (a seeded draw: the data seed, the same on every rank and every epoch);
+``pretrain`` (the pretraining set, long-tailed when asked) and ``probe`` (what the final probes fit
+on, L2 selection included) are their stored splits without those images. Everything that selects
+(online monitors, best.ckpt, a sweep's objective) reads ``validation``; the test split is read
+only by the final evaluation.
 
 Every batch is a dict: ``image`` (uint8 ``[B, C, H, W]``, augmented later on the training
 device), ``label`` (long ``[B]``, -1 where unknown) and ``index`` (position in the split), plus
@@ -64,7 +73,8 @@ class SubsetImages(Dataset):
         self.base, self.index = base, index
         self.labels = base.labels[index]
         self.origin = getattr(base, "origin", torch.arange(len(base)))[index]
-        self.fields: dict[str, torch.Tensor] = {}
+        # the base's per-sample fields (a domain folder's ``domain``) in this view's order
+        self.fields: dict[str, torch.Tensor] = {k: v[index] for k, v in getattr(base, "fields", {}).items()}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -87,8 +97,11 @@ class ImageDataModule(L.LightningDataModule):
     in_chans = 3
     image_size = 32
     num_classes = 10
-    # pretraining split, labelled split the probes train on, split they are tested on
-    train_split, probe_split, test_split = "train", "train", "test"
+    # stored splits: pretraining, the labelled one the probes train on (and the validation images
+    # come from), the one they are tested on
+    train_split, probe_source, test_split = "train", "train", "test"
+    # the derived split the probes fit on: ``probe_source`` without the validation images
+    probe_split = "probe"
 
     def __init__(
         self,
@@ -135,10 +148,12 @@ class ImageDataModule(L.LightningDataModule):
                 f"the ratio must be >= 1 (1 = balanced) and the profile one of {', '.join(PROFILES)}"
             )
         self.imbalance_profile = imbalance_profile
-        if val_size is not None and val_size < 1:
-            raise ConfigError(f"data.val_size={val_size}: give the number of test images the online "
-                              "monitors score on (>= 1), or null for the whole test split")
+        if val_size is not None and (isinstance(val_size, bool) or val_size < 1):
+            raise ConfigError(f"data.val_size={val_size}: give the number of training images held out "
+                              "as the validation split (>= 1), or null for none")
         self.val_size = val_size
+        if self.probe_split != "probe":  # a reader written when probe_split named a stored split
+            self.probe_source, self.probe_split = self.probe_split, "probe"
         self.splits: dict[str, Dataset] = {}
 
     # -- subclasses -------------------------------------------------------------------------
@@ -147,22 +162,25 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- splits -----------------------------------------------------------------------------
     def split(self, split: str) -> Dataset:
-        """A split as stored (cached); ``"pretrain"`` is the (long-tailed) pretraining set,
-        ``"validation"`` what the online monitors score on: the test split, or a seeded random
-        subset of ``val_size`` of its images (the same every epoch and on every rank)."""
+        """A split by name (cached): a stored one (``load_split``), or ``"pretrain"`` (the
+        pretraining set: ``train_split`` without the validation images, then long-tailed if
+        asked), ``"probe"`` (``probe_source`` without them) or ``"validation"`` (see
+        ``validation_index``; refused when ``val_size`` is null)."""
         if split not in self.splits:
             if split == "pretrain":
-                data = self.split(self.train_split)
+                data = self._without_validation(self.train_split)
                 if self.imbalance_ratio != 1:
                     keep = longtail_indices(data.labels, self.imbalance_ratio, self.seed,
                                             self.imbalance_profile)
-                    data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
+                    data = _subset(data, keep)
+            elif split == "probe":
+                data = self._without_validation(self.probe_source)
             elif split == "validation":
-                data = self.split(self.test_split)
-                if self.val_size is not None and self.val_size < len(data):
-                    gen = torch.Generator().manual_seed(self.seed)
-                    keep = torch.randperm(len(data), generator=gen)[: self.val_size].sort().values
-                    data = data.subset(keep) if hasattr(data, "subset") else SubsetImages(data, keep)
+                index = self.validation_index()
+                if index is None:
+                    raise ConfigError(f"data.val_size=null: {self.name} has no validation split; set "
+                                      "data.val_size to the number of training images to hold out")
+                data = _subset(self.split(self.probe_source), index)
             else:
                 data = promote_fields(self.load_split(split))
                 if self.domain_shift:
@@ -170,9 +188,46 @@ class ImageDataModule(L.LightningDataModule):
             self.splits[split] = data
         return self.splits[split]
 
+    @property
+    def has_validation(self) -> bool:
+        return self.val_size is not None
+
+    def validation_index(self) -> torch.Tensor | None:
+        """Positions in the stored ``probe_source`` split of the validation images (sorted): a
+        seeded random draw (data seed) of ``val_size`` of its labelled images, at most half of
+        them, so that at least as many remain to train on; None when ``val_size`` is null. The
+        draw depends on the seed and the split's labels only: the same on every rank, every epoch
+        and every resume."""
+        if self.val_size is None:
+            return None
+        if getattr(self, "_validation_index", None) is None:
+            labels = torch.as_tensor(self.split(self.probe_source).labels)
+            labelled = torch.nonzero(labels >= 0).flatten()
+            n = min(self.val_size, len(labelled) // 2)
+            if n < 1:
+                raise ConfigError(f"data.val_size={self.val_size}: the {self.probe_source} split of "
+                                  f"{self.name} has {len(labelled)} labelled image(s), too few to hold "
+                                  "one out; set data.val_size=null (no validation split)")
+            gen = torch.Generator().manual_seed(VALIDATION_SEED + self.seed)
+            self._validation_index = labelled[torch.randperm(len(labelled), generator=gen)[:n]].sort().values
+        return self._validation_index
+
+    def _without_validation(self, split: str) -> Dataset:
+        """Stored split ``split`` without the validation images it holds: those of
+        ``probe_source``, which is ``split`` itself or its first part (``train+unlabeled``)."""
+        data = self.split(split)
+        index = self.validation_index()
+        if index is None or not (split == self.probe_source or split.startswith(self.probe_source + "+")):
+            return data
+        keep = torch.ones(len(data), dtype=torch.bool)
+        keep[index] = False
+        return _subset(data, torch.nonzero(keep).flatten())
+
     def setup(self, stage: str | None = None) -> None:
         self.split("pretrain")
         self.split(self.test_split)
+        if self.has_validation:
+            self.split("validation")
 
     # -- loaders ----------------------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:
@@ -236,13 +291,26 @@ class ImageDataModule(L.LightningDataModule):
         resume, self._resume = getattr(self, "_resume", None), None
         return resume[1] if resume is not None and resume[0] == epoch else 0
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation split, sharded over ranks (each scores its part); none (an empty
+        list, so Lightning skips validation) when ``val_size`` is null."""
+        if not self.has_validation:
+            return []
         rank, world = self._rank()
         return self.loader(self.split("validation"), self.eval_batch_size, False, False, rank, world)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Unshuffled loader over a whole split on this process (feature extraction)."""
         return self.loader(self.split(split), self.eval_batch_size, False, False)
+
+
+# offset of the validation draw's seed from the data seed (its own stream, apart from the
+# long-tail subsampling's and the batch order's)
+VALIDATION_SEED = 7_340_033
+
+
+def _subset(data: Dataset, index: torch.Tensor) -> Dataset:
+    return data.subset(index) if hasattr(data, "subset") else SubsetImages(data, index)
 
 
 def first_existing(candidates: Sequence[Path], names: Sequence[str]) -> Path | None:

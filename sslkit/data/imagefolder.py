@@ -14,28 +14,40 @@ from sslkit.data.decode import decoder as get_decoder
 from sslkit.errors import DataError
 
 
+def class_folders(root: Path) -> list[str]:
+    """The class folder names under ``root``, sorted."""
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    return sorted(d.name for d in root.iterdir() if d.is_dir())
+
+
 class FolderImages(Dataset):
     """``root/<class>/<image>``; each item decoded in a worker to a ``load_size`` square uint8
     tensor (shorter side resized, centre-cropped); crops and colour run later, batched.
-    ``decoder``: ``pil`` or ``torchvision`` (:mod:`sslkit.data.decode`)."""
+    ``classes``: the class names in label order, shared by every split of a dataset (default:
+    this folder's own, sorted); folders not named there are left out, and a named class without
+    a folder is refused when ``require_classes``. ``decoder``: ``pil`` or ``torchvision``
+    (:mod:`sslkit.data.decode`)."""
 
     def __init__(self, root: Path, load_size: int, classes: list[str] | None = None,
-                 decoder: str = "torchvision") -> None:
+                 decoder: str = "torchvision", require_classes: bool = True) -> None:
         self.decode = get_decoder(decoder)
-        if not root.is_dir():
-            raise DataError(f"image folder not found: {root}")
-        found = sorted(d.name for d in root.iterdir() if d.is_dir())
-        if classes is not None:
+        found = class_folders(root)
+        if classes is None:
+            classes = found
+        elif require_classes:
             missing = sorted(set(classes) - set(found))
             if missing:
                 raise DataError(f"{root}: class folders missing for {missing[:5]} ({len(missing)} in all)")
-            found = list(classes)
-        self.classes = found
+        self.classes = list(classes)
+        label_of = {c: i for i, c in enumerate(self.classes)}
         self.samples: list[tuple[Path, int]] = []
-        for label, cls in enumerate(found):
+        for cls in found:
+            if cls not in label_of:
+                continue
             for p in sorted((root / cls).rglob("*")):
                 if p.suffix.lower() in IMG_EXTENSIONS:
-                    self.samples.append((p, label))
+                    self.samples.append((p, label_of[cls]))
         if not self.samples:
             raise DataError(
                 f"{root}: no images found (expected {root}/<class>/<image> with extensions "
@@ -56,9 +68,12 @@ class FolderImages(Dataset):
 
 
 class ImageFolder(ImageDataModule):
-    """``root/{train_dir,test_dir}/<class>/<image>``. ``class_list`` (a text file, one folder
-    name per line) restricts both splits to those classes: ImageNet-100 is ImageNet with the
-    100-class list shipped in ``sslkit/data/imagenet100_classes.txt``."""
+    """``root/{train_dir,test_dir}/<class>/<image>``. Classes are numbered by name over the union
+    of the two splits' class folders (a class missing from one split shifts no label of the
+    other); a class with test images but no training image is refused in one line, since no probe
+    can learn it. ``class_list`` (a text file, one folder name per line) restricts both splits to
+    those classes, numbered in the list's order: ImageNet-100 is ImageNet with the 100-class list
+    shipped in ``sslkit/data/imagenet100_classes.txt``."""
 
     name = "imagefolder"
     in_chans, num_classes = 3, 0
@@ -92,13 +107,39 @@ class ImageFolder(ImageDataModule):
             if not self.classes:
                 raise DataError(f"{path}: class list is empty")
 
+    def class_names(self) -> list[str]:
+        """Every split's class names in label order: the class list, else the union of the
+        split folders' class folders, sorted by name."""
+        if self.classes is not None:
+            return list(self.classes)
+        # a missing split folder is refused when that split is read
+        return sorted({c for d in self.dirs.values() if (self.root / d).is_dir()
+                       for c in class_folders(self.root / d)})
+
     def load_split(self, split: str) -> FolderImages:
-        data = FolderImages(self.root / self.dirs[split], self.load_size, self.classes, self.decoder)
-        if self.expected_classes is not None and len(data.classes) != self.expected_classes:
+        classes = self.class_names()
+        if self.expected_classes is not None and len(classes) != self.expected_classes:
+            where = " and ".join(str(self.root / d) for d in self.dirs.values())
             raise DataError(
-                f"data.num_classes={self.expected_classes} but {self.root / self.dirs[split]} has "
-                f"{len(data.classes)} class folders; set data.num_classes={len(data.classes)} "
-                "(or null to count them)"
+                f"data.num_classes={self.expected_classes} but {where} hold {len(classes)} class "
+                f"folders; set data.num_classes={len(classes)} (or null to count them)"
             )
-        self.num_classes = len(data.classes)
+        data = FolderImages(self.root / self.dirs[split], self.load_size, classes, self.decoder,
+                            require_classes=self.classes is not None)
+        self.num_classes = len(classes)
+        if split != self.probe_source:
+            check_seen(data, self.split(self.probe_source), self.root / self.dirs[split],
+                       self.root / self.dirs[self.probe_source])
         return data
+
+
+def check_seen(data: FolderImages, train, where: Path | str, train_where: Path | str) -> None:
+    """Refuse, in one line, classes that ``data`` has images of and ``train`` has none of."""
+    unseen = sorted(set(data.labels.tolist()) - set(torch.as_tensor(train.labels).tolist()))
+    if unseen:
+        names = [data.classes[i] for i in unseen]
+        raise DataError(
+            f"{where}: class(es) {names[:5]} ({len(names)} in all) have images here but none in "
+            f"{train_where}; no probe can learn a class it never sees: remove them from this split "
+            "or add training images of them"
+        )

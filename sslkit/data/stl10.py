@@ -21,7 +21,7 @@ class STL10(ImageDataModule):
 
     name = "stl10"
     in_chans, image_size, num_classes = 3, _SIDE, 10
-    probe_split = "train"
+    probe_source = "train"
 
     def __init__(self, train_split: str = "train+unlabeled", **kwargs) -> None:
         super().__init__(**kwargs)
