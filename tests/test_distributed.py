@@ -54,7 +54,11 @@ WORLD, GLOBAL_BATCH, STEPS = 2, 16, 2
 # float64 with different summation orders (two half-batches, all-reduce, average)
 RTOL, ATOL = 1e-10, 1e-12
 
-pytestmark = pytest.mark.slow
+# the default run compares one head of each kind of global-batch statistic: in-batch negatives
+# (infonce), keys and a queue (moco), the transport plan (gca_uot), batch standardisation and
+# cross-correlation (barlow_twins), Sinkhorn codes and prototypes (swav); `make test-all` adds
+# every other head (slow: the same code path, one more spawn)
+DDP_TWINS = ("barlow_twins", "gca_uot", "infonce", "moco", "swav")
 
 
 # -- what both setups build ---------------------------------------------------------------------
@@ -194,31 +198,30 @@ def quiet() -> None:
 
 
 # -- the 2-process side: `python -m torch.distributed.run ... tests/test_distributed.py OUT` ------
-def worker(out: Path) -> None:
+def worker(out: Path, heads: list[str]) -> None:
     torch.set_num_threads(1)
     quiet()
     rank = int(os.environ["RANK"])
     inputs = torch.load(out / "inputs.pt", weights_only=True)
-    for head in HEADS:
+    for head in heads:
         record = run_steps(head, "ddp", inputs, out / f"root{rank}")
         torch.save(record, out / f"{head}.rank{rank}.pt")
 
 
 # -- the test -------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
+def spawn_and_compare(out: Path, heads: list[str]):
+    """Every head of ``heads``: ``STEPS`` steps on 2 ranks (one torchrun spawn) and in one process."""
     make_inputs(out / "inputs.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
-         str(Path(__file__).resolve()), str(out)],
+         str(Path(__file__).resolve()), str(out), ",".join(heads)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:  # the single-process references, while the two ranks run
         quiet()
         inputs = torch.load(out / "inputs.pt", weights_only=True)
-        single = {head: run_steps(head, "cpu", inputs, out / "single") for head in HEADS}
+        single = {head: run_steps(head, "cpu", inputs, out / "single") for head in heads}
         log, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
@@ -226,8 +229,23 @@ def runs(tmp_path_factory):
             proc.wait(timeout=60)
     assert proc.returncode == 0, log[-5000:]
     ranks = {head: [torch.load(out / f"{head}.rank{r}.pt", weights_only=True) for r in range(WORLD)]
-             for head in HEADS}
+             for head in heads}
     return single, ranks
+
+
+@pytest.fixture(scope="module")
+def twin_runs(tmp_path_factory):
+    return spawn_and_compare(tmp_path_factory.mktemp("ddp"), list(DDP_TWINS))
+
+
+@pytest.fixture(scope="module")
+def other_runs(tmp_path_factory):
+    return spawn_and_compare(tmp_path_factory.mktemp("ddp_all"), [h for h in HEADS if h not in DDP_TWINS])
+
+
+@pytest.fixture
+def runs(request, head):
+    return request.getfixturevalue("twin_runs" if head in DDP_TWINS else "other_runs")
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
@@ -238,7 +256,8 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
         assert torch.equal(actual, expected), what
 
 
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("head", [h if h in DDP_TWINS else pytest.param(h, marks=pytest.mark.slow)
+                                  for h in HEADS])
 def test_ddp_step_equals_single_process(runs, head):
     single, ranks = runs
     ref, dist = single[head], ranks[head]
@@ -271,6 +290,10 @@ def test_ddp_step_equals_single_process(runs, head):
         assert int(last["after"]["queue.filled"]) == min(STEPS * GLOBAL_BATCH, GLOBAL_BATCH * 3 // 2)
 
 
+def test_twins_are_heads():
+    assert set(DDP_TWINS) <= set(HEADS)
+
+
 def test_train_py_ddp_on_cpu(tmp_path):
     """`trainer=ddp` on a laptop: Lightning starts 2 gloo processes; rank 0 alone writes the
     summary, checkpoints and metrics; the online probe and kNN monitor run across ranks."""
@@ -296,4 +319,4 @@ def test_train_py_ddp_on_cpu(tmp_path):
 
 
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]))
+    worker(Path(sys.argv[1]), sys.argv[2].split(","))
