@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_entry
 
 
-@pytest.mark.slow
 def test_quick_threads_bench_writes_every_variant(tmp_path):
     out = tmp_path / "threads.json"
-    proc = subprocess.run([sys.executable, "scripts/bench_threads.py", "--quick", "--busy", "1",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # in this process (``run_entry``): torch's thread count is put back after the variants
+    proc = run_entry(["scripts/bench_threads.py", "--quick", "--busy", "1", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     cores = result["machine"]["cores"]
