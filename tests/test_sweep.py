@@ -83,7 +83,7 @@ def test_sweep_values_fit_the_heads():
 def test_optuna_sweep_selects_the_optuna_sweeper():
     cfg = compose_train("+sweep=optuna_infonce")
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-    assert cfg.hydra.sweeper.direction == "maximize" and cfg.objective == "linear_probe_top1"
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.objective == "val/linear_probe_top1"
 
 
 def test_slurm_launcher_config():

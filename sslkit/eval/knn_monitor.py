@@ -1,5 +1,6 @@
-"""Weighted kNN accuracy on the validation split every N epochs, from a bank of training-step
-features (no extra pass over the data)."""
+"""Weighted kNN accuracy on the validation split (training images held out of pretraining, never
+the test split) every N epochs, from a bank of training-step features (no extra pass over the
+data)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,10 @@ from sslkit.runtime.distributed import labelled_global_batch
 class OnlineLinearProbe(L.Callback):
     """Trains ``BatchNorm1d(affine=False) -> Linear`` on the encoder features of the first view
     of each training batch (detached, so the encoder never sees its gradient), and reports its
-    top-1 on the validation split as ``val/online_probe_top1``. Its weights and optimiser state
-    are saved in checkpoints. Images without a label (label < 0) are skipped.
+    top-1 on the validation split as ``val/online_probe_top1``: training images held out of
+    pretraining (``data.val_size``), never the test split; best.ckpt follows this number. Its
+    weights and optimiser state are saved in checkpoints. Images without a label (label < 0) are
+    skipped.
 
     Under DDP every rank trains on the gathered global batch from the same (broadcast) initial
     weights, so the classifier is the same on every rank and the same as in one process."""

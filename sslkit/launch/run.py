@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sslkit.training.build import build_datamodule, build_module, build_trainer, instantiate
 from sslkit.training.checkpoint import check_same_model, resume_checkpoint
 from sslkit.data.fields import check_head_inputs
+from sslkit.eval.linear import LinearProbe, top1
 from sslkit.eval.runner import build_evaluators, check_inputs, eval_device, final_evaluation
 from sslkit.runtime.precision import choose as choose_precision
 from sslkit.runtime.preemption import Preemption
@@ -94,12 +95,18 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
     pretrain_seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return {}
-    results = final_evaluation(cfg, module, dm, run_dir, evaluators)
+    scored = with_validation_scores(evaluators, dm)
+    results = final_evaluation(cfg, module, dm, run_dir, scored)
     for callback in trainer.callbacks:  # e.g. the metrics monitor's collapse warning
         results.update(getattr(callback, "summary_entries", dict)())
     ckpt_dir = run_dir / "checkpoints"
     summary = {
-        **results,
+        **split_names(results),
+        "val/images": len(dm.validation_index()) if getattr(dm, "has_validation", False) else 0,
+        # the online monitors' last values on the validation split (their metrics.csv names);
+        # online_probe_top1: the same number under its earlier name
+        "val/online_probe_top1": _metric(trainer, "val/online_probe_top1"),
+        "val/knn_top1": _metric(trainer, "val/knn_top1"),
         "online_probe_top1": _metric(trainer, "val/online_probe_top1"),
         "wall_seconds": time.perf_counter() - started,
         "pretrain_seconds": pretrain_seconds,
@@ -120,6 +127,47 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
     with (run_dir / "train.log").open("a") as log:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} summary: {json.dumps(summary)}\n")
     return summary
+
+
+class ValidationScore:
+    """The final linear probe (the ``linear`` evaluator's own fit on the probe split, shared
+    through the context's memo: no second fit) scored on the validation split. Runs after the
+    test evaluators, so what they report is unchanged."""
+
+    def __init__(self, linear: LinearProbe) -> None:
+        self.linear = linear
+
+    def __call__(self, ctx) -> dict:
+        probe, _, _ = self.linear.fit(ctx)
+        x, y = ctx.labelled("validation")
+        with torch.no_grad():
+            score = top1(probe.logits(x.to(ctx.device)).cpu(), y)
+        return {"linear_probe_top1": score, "n_val": len(y)}
+
+
+def with_validation_scores(evaluators: dict, dm) -> dict:
+    """``evaluators`` and, when the data has a validation split and ``linear`` is among them,
+    the final probe's score on that split (summary.json: ``val/linear_probe_top1``)."""
+    linear = evaluators.get("linear")
+    if not isinstance(linear, LinearProbe) or not getattr(dm, "has_validation", False):
+        return evaluators
+    return {**evaluators, VALIDATION: ValidationScore(linear)}
+
+
+VALIDATION = "validation"  # eval/validation.json
+
+
+def split_names(results: dict) -> dict:
+    """summary.json's evaluation numbers with the split in their names: the headline test
+    accuracies keep their names and are also ``test/...``; the validation scores are
+    ``val/...`` (not ``eval/validation/...``, which would read as a test number)."""
+    out = {k: v for k, v in results.items() if not k.startswith(f"eval/{VALIDATION}/")}
+    for key in ("linear_probe_top1", "linear_probe_top5", "knn_top1"):
+        if key in out:
+            out[f"test/{key}"] = out[key]
+    if f"eval/{VALIDATION}/linear_probe_top1" in results:
+        out["val/linear_probe_top1"] = results[f"eval/{VALIDATION}/linear_probe_top1"]
+    return out
 
 
 def _metric(trainer: L.Trainer, name: str) -> float | None:

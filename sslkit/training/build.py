@@ -53,6 +53,10 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
     )
 
 
+# what best.ckpt follows: the online probe's top-1 on the validation split
+BEST_MONITOR = "val/online_probe_top1"
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     monitors = cfg.get("monitor") or {}
     callbacks = [instantiate(c, f"monitor.{name}") for name, c in monitors.items() if c]
@@ -68,8 +72,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
                            every_n_train_steps=ck.every_n_train_steps,
                            enable_version_counter=False)]
           if ck.every_n_train_steps else []),
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/online_probe_top1",
-                        mode="max", save_top_k=1, enable_version_counter=False),
+        # best.ckpt: the epoch whose online probe scored best on the validation split (training
+        # images held out by data.val_size; never the test split). No validation split, no best
+        *([ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BEST_MONITOR,
+                           mode="max", save_top_k=1, enable_version_counter=False)]
+          if cfg.data.get("val_size") is not None and monitors.get("online_probe") else []),
         LearningRateMonitor(logging_interval="step"),
         *([ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", monitor="epoch",
                            mode="max", save_top_k=ck.keep_last, auto_insert_metric_name=False,

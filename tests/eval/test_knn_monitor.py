@@ -69,6 +69,11 @@ def test_bank_is_the_last_training_features_and_no_extra_pass(tmp_path):
     expected = weighted_knn_top1(bank, bank_labels, queries, labels, dm.num_classes, 7, 0.1)
     assert abs(float(trainer.callback_metrics["val/knn_top1"]) - expected) < 1e-6
     assert knn._chunks == [] and knn._bank is None  # nothing held between validations
+    # the queries are the validation split (training images held out), never the test split; the
+    # bank holds pretraining images only, so no query finds itself in it
+    val = dm.split("validation")
+    assert torch.equal(labels, val.labels) and len(labels) != len(dm.split(dm.test_split))
+    assert not set(dm.split("pretrain").origin.tolist()) & set(val.origin.tolist())
 
 
 def test_idle_epochs_collect_nothing(tmp_path):
