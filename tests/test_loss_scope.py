@@ -23,7 +23,6 @@ from test_distributed import (ROOT, WORLD, PreAugmented, ViewsDataset, compose, 
                               quiet)
 
 HEADS = ("dunif", "gca_ince")
-pytestmark = pytest.mark.slow
 
 
 def build(head: str, trainer: str, scope: str):

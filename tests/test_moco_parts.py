@@ -31,7 +31,6 @@ def test_queue_must_be_shorter_than_the_data():
         check_queue_fits(65536, 50000, "cifar10")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["moco", "cacr_moco"])
 def test_train_refuses_a_queue_as_long_as_the_data_before_any_work(loss, tmp_path):
     # the default 4096 exceeds the 512 smoke images
@@ -90,7 +89,6 @@ def test_view_plans_of_the_heads():
         ViewPlan(FirstViewOnly(), 3, 3)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("overrides,needle", [
     (["loss=moco", "loss.queue_size=256", "augment.local_views=2", "augment.local_crop_size=8"],
      "MoCo would take keys (and queue entries) of local crops [2, 3]"),
@@ -412,7 +410,6 @@ def ddp_worker(out: Path) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_cross_rank_shuffle_two_processes(tmp_path):
     """The official builder's shuffle: keys normalised with the samples the rank-0 permutation
     sends to a rank (not the rank's own batch), returned to their rank in their order."""
