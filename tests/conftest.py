@@ -328,3 +328,12 @@ def cacr_session_run(tmp_path_factory) -> Path:
     head recorder's records at epochs 0, 1 and 2. Read-only, as ``smoke_session_run``."""
     return train_run(tmp_path_factory.mktemp("cacr_session"), "experiment=smoke", "threads=1",
                      "loss=cacr", "monitor.recorder.every_n_epochs=1")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (to time or to match a subprocess) leaves the next
+    test the count it found."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
