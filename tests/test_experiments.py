@@ -2,10 +2,13 @@
 build on tiny stand-in files in the real formats; the small-image ones take a training step.
 
 Recipes are picked up from the folder: a new one is covered without editing this file (a new
-dataset needs a stand-in writer in STAND_INS of tests/conftest.py)."""
+dataset needs a stand-in writer in STAND_INS of tests/conftest.py). Each passes the schema check
+train.py runs before any work; the baselines' recipes (BASELINES) also state in their header the
+number they aim at and its source, and docs/recipes.md lists the same number."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from omegaconf import OmegaConf, open_dict
 
 from sslkit.training.build import build_datamodule, build_module
 from sslkit.training.preflight import check_sizes
+from sslkit.training.schema import validate
 from tests.conftest import STAND_INS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +50,44 @@ EXPECTED = {
     "gca_imagenet100": {"loss.rho1": 0.5, "trainer.max_epochs": 200},
     "dunif_cifar10": {"loss.t": 2.0, "loss.lam": 0.01, "data.batch_size": 256,
                       "model.projector.out_dim": 256, "trainer.max_epochs": 400},
+    # solo-learn's scripts/pretrain/cifar/<method>.yaml (batch 256 on one GPU, 1000 epochs)
+    "byol_cifar10": {"optim.optimizer._target_": "timm.optim.Lars", "optim.optimizer.lr": 1.0,
+                     "optim.optimizer.trust_coeff": 0.02, "optim.optimizer.trust_clip": True,
+                     "optim.weight_decay": 1e-5, "loss.momentum": 0.99,
+                     "model.projector.hidden_dim": 4096, "model.predictor.hidden_dim": 4096},
+    "mocov3_cifar10": {"optim.optimizer.lr": 0.3, "optim.weight_decay": 1e-6, "loss.temperature": 0.2,
+                       "loss.momentum": 0.99, "model.projector.last_batch_norm": True},
+    "simsiam_cifar10": {"optim.optimizer._target_": "torch.optim.SGD", "optim.optimizer.lr": 0.5,
+                        "loss.momentum": None, "model.projector.layers": 3,
+                        "model.predictor.hidden_dim": 512, "augment.blur_p": 0.5},
+    "barlow_twins_cifar10": {"optim.optimizer.lr": 0.3, "optim.weight_decay": 1e-4,
+                             "loss.scale_loss": 0.1, "loss.lambd": 0.0051, "model.projector.out_dim": 2048},
+    "vicreg_cifar10": {"optim.optimizer.lr": 0.3, "augment.scale": [0.2, 1.0], "augment.solarize_p": 0.1,
+                       "loss.sim_coeff": 25.0, "model.projector.layers": 3},
+    "swav_cifar10": {"optim.optimizer.lr": 0.6, "loss.num_prototypes": 3000, "loss.temperature": 0.1,
+                     "loss.freeze_prototypes_iters": 390, "augment.brightness": 0.8},
+    "dino_cifar10": {"optim.optimizer.lr": 0.3, "loss.out_dim": 4096, "loss.momentum": 0.9995,
+                     "loss.warmup_teacher_temp_epochs": 0, "model.projector.batch_norm": False},
+    "nnclr_cifar10": {"optim.optimizer.lr": 0.4, "loss.temperature": 0.2, "loss.queue_size": 32768,
+                      "model.predictor.hidden_dim": 4096},
+    "supcon_cifar10": {"optim.optimizer._target_": "torch.optim.SGD", "optim.optimizer.lr": 0.4,
+                       "loss.temperature": 0.2, "loss.base_temperature": 0.2},
 }
+
+
+def header(name: str) -> str:
+    """The comment lines a recipe starts with."""
+    lines = (CONFIG_DIR / "experiment" / f"{name}.yaml").read_text().splitlines()
+    return "\n".join(itertools.takewhile(lambda line: line.startswith("#"), lines))
+
+
+# the baselines' recipes (these nine, and any recipe that follows solo-learn): each header states
+# the number it aims at and where that number comes from, and docs/recipes.md lists the same number
+BASELINES = sorted({"barlow_twins_cifar10", "byol_cifar10", "dino_cifar10", "mocov3_cifar10",
+                    "nnclr_cifar10", "simsiam_cifar10", "supcon_cifar10", "swav_cifar10",
+                    "vicreg_cifar10"} | {name for name in RECIPES if "vturrisi/solo-learn" in header(name)})
+# "# Target: 92.58 linear top-1 after 1000 epochs (solo-learn README, ...)."
+TARGET = re.compile(r"^# Target: (\d+(?:\.\d+)?) [^(\n]*\(([^)\n]+)\)", re.M)
 
 
 def _missing_groups(name: str) -> list[str]:
@@ -66,7 +107,7 @@ def _compose(name: str):
 
 def test_recipes_found_and_expectations_name_real_recipes():
     assert {"cacr_fmnist", "gca_fmnist", "dunif_fmnist"} <= set(RECIPES)
-    assert set(EXPECTED) <= set(RECIPES)
+    assert set(EXPECTED) <= set(RECIPES) and set(BASELINES) <= set(RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -75,6 +116,32 @@ def test_recipe_header_cites_its_source(name):
     assert text.startswith("# @package _global_\n# ")
     if "_fmnist" not in name and name != "smoke":
         assert "Source: " in text, "a paper recipe names the official file it follows (or says none is public)"
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baseline_recipe_header_states_its_target_and_source(name):
+    text = header(name)
+    found = TARGET.findall(text)
+    assert len(found) == 1, "a baseline recipe's header states one '# Target: NUMBER ... (SOURCE)' line"
+    value, source = found[0]
+    assert 0 < float(value) <= 100 and source.strip()
+    assert re.search(r"^# Source: \S", text, re.M), "and the official files it follows"
+    assert re.search(r"^# Deviations: \S", text, re.M), "and where it differs from them"
+    rows = re.findall(rf"^\| `{name}` \|.*$", (ROOT / "docs" / "recipes.md").read_text(), re.M)
+    assert any(f"| {value} |" in row for row in rows), "docs/recipes.md lists the recipe with the same target"
+
+
+def test_a_header_without_a_target_is_caught():
+    assert not TARGET.search("# @package _global_\n# BYOL on CIFAR-10.\n# Source: solo-learn byol.yaml")
+    assert not TARGET.search("# Target: about 92 (solo-learn README)")  # a number, not a word
+    assert TARGET.search("# Target: 92.58 linear top-1 (solo-learn README, CIFAR-10 table)")
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_config_passes_the_schema_check(name):
+    if _missing_groups(name):
+        pytest.skip("needs a config group this checkout lacks")
+    validate(_compose(name))  # what train.py checks before any work: keys, types, ranges
 
 
 @pytest.mark.parametrize("name", RECIPES)
