@@ -119,10 +119,11 @@ class ImageFolder(ImageDataModule):
     def load_split(self, split: str) -> FolderImages:
         classes = self.class_names()
         if self.expected_classes is not None and len(classes) != self.expected_classes:
-            where = " and ".join(str(self.root / d) for d in self.dirs.values())
+            dirs = " and ".join(f"{d}/" for d in self.dirs.values())
             raise DataError(
-                f"data.num_classes={self.expected_classes} but {where} hold {len(classes)} class "
-                f"folders; set data.num_classes={len(classes)} (or null to count them)"
+                f"data.num_classes={self.expected_classes} but {self.root} ({dirs} together) has "
+                f"{len(classes)} class folders; set data.num_classes={len(classes)} (or null to "
+                "count them)"
             )
         data = FolderImages(self.root / self.dirs[split], self.load_size, classes, self.decoder,
                             require_classes=self.classes is not None)
