@@ -40,6 +40,7 @@ def overrides(batch: int, steps: int, compile_encoder: bool) -> list[str]:
     return ["data=synthetic", "data.in_chans=3", "data.image_size=32", "data.num_classes=10",
             "data.mean=[0.491,0.482,0.447]", "data.std=[0.247,0.243,0.261]",
             f"data.num_train={batch * steps}", "data.num_test=256", f"data.batch_size={batch}",
+            "data.val_size=null",  # every synthetic image is pretrained on: steps x batch per epoch
             "data.num_workers=0", "encoder=resnet18", "augment=simclr", "loss=infonce",
             "trainer.precision=bf16-mixed", "model.channels_last=true",
             f"model.compile_encoder={str(compile_encoder).lower()}"]

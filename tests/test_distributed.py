@@ -312,7 +312,7 @@ def test_train_py_ddp_on_cpu(tmp_path):
     # the evaluators' collectives ran (a mismatch between ranks would hang or fail)
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/knn_top1", "val/online_probe_top1", "train/online_probe_loss",
-            "metrics/encoder_rankme"} <= set(header)
+            "val/metrics/encoder_rankme"} <= set(header)
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", "checkpoints", "eval", "hparams.yaml",
                                                           "metrics.csv", "summary.json", "train.log"]

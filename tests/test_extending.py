@@ -64,8 +64,9 @@ def test_dataset_contract(name, tmp_path):
     assert set(batch) >= {"image", "label", "index"} and batch["image"].dtype == torch.uint8
     assert batch["image"].shape[:2] == (4, dm.in_chans)
     assert batch["image"].shape[-1] >= dm.image_size  # crops to image_size come later, batched
-    # the online monitors' validation set: data.val_size of the test images (a seeded subset)
+    # the validation split every selection reads: data.val_size labelled images carved from the
+    # training images the probes fit on (a seeded draw), never test images
     val = dm.split("validation")
-    assert len(val) == 2 and set(val.origin.tolist()) <= set(range(len(dm.split(dm.test_split))))
+    assert len(val) == 2 and set(val.origin.tolist()) <= set(range(len(dm.split(dm.probe_source))))
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape[:2] == (2, dm.in_chans) and torch.equal(batch["label"], val.labels)

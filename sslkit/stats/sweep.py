@@ -30,7 +30,7 @@ from sslkit.stats.runs import (
     swept_keys,
 )
 
-DEFAULT_METRICS = ("linear_probe_top1", "knn_top1", "online_probe_top1", "wall_seconds")
+DEFAULT_METRICS = ("linear_probe_top1", "knn_top1", "val/online_probe_top1", "wall_seconds")
 STATS = ("mean", "ci95", "std", "min", "max")
 COMPARISON_FIELDS = ("diff", "diff_ci95", "test", "n", "dropped", "p", "p_holm", "verdict")
 

@@ -116,7 +116,7 @@ def upgrade_targets(config):
 # evaluation, paths, worker counts) may differ on resume
 MEANING_KEYS = ("loss", "encoder", "augment", "model", "optim", "seed", "data._target_",
                 "data.batch_size", "data.imbalance_ratio", "data.imbalance_profile",
-                "data.train_split", "prior", "data.domain_shift")
+                "data.train_split", "prior", "data.domain_shift", "data.val_size")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
