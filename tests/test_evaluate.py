@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,11 +76,13 @@ def test_train_ends_with_the_evaluators(runs, cacr_session_run):
     assert 0.5 < linear["top1"] <= 1 and len(linear["per_class_top1"]) == 4 and "k20_top1" in knn
     assert summary["wall_seconds"] > 0 and "eval/metrics/num_samples" in summary
     assert (first / "eval" / "metrics.json").exists()
-    # the default list: linear and kNN only
-    assert sorted(p.name for p in (cacr_session_run / "eval").iterdir()) == ["knn.json", "linear.json"]
+    # the default list: linear and kNN only (and the linear probe's score on the validation split)
+    assert sorted(p.name for p in (cacr_session_run / "eval").iterdir()) == [
+        "knn.json", "linear.json", "validation.json"]
     # the online metrics monitor logged every metric
     header = (first / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"metrics/encoder_rankme", "metrics/projector_uniformity", "metrics/encoder_std_ratio"} <= set(header)
+    assert {"val/metrics/encoder_rankme", "val/metrics/projector_uniformity",
+            "val/metrics/encoder_std_ratio"} <= set(header)
 
 
 def test_evaluate_script_writes_eval_json_into_the_run_dir(runs, tmp_path):
@@ -101,6 +104,7 @@ def test_evaluate_all_runs_every_evaluator(runs, tmp_path):
     from sslkit.training.config import evaluators
 
     second = copy_run(runs[1], tmp_path / "second")
+    shutil.rmtree(second / "eval")  # what training wrote: only the evaluation's files count
     # every evaluator at its smallest: what is checked is that each runs and writes its file
     proc = run("scripts/evaluate.py", f"checkpoint={second / 'checkpoints' / 'last.ckpt'}", "eval=all",
                "eval.linear_sgd.epochs=1", "eval.metrics.num_samples=64", "eval.plots.max_points=100",

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # one epoch of 2 steps, no kNN monitor, a short probe: what the heads' inputs need to be seen
 SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "monitor.knn.every_n_epochs=0",
          "eval.linear.max_iter=50"]
+TRAIN_ROWS = 576  # the smoke data's stored training images (512 pretraining + 64 validation)
 DUNIF = ["experiment=smoke", "threads=1", "loss=dunif", "loss.kernel=rbf", "loss.sigma=1", *SHORT]
 
 
@@ -67,7 +68,7 @@ def test_prior_labels_on_a_long_tailed_set(labels_run):
 
 
 def test_prior_features_from_file_and_from_checkpoint(labels_run, tmp_path):
-    np.save(tmp_path / "prior.npy", np.random.default_rng(0).normal(size=(512, 3)))
+    np.save(tmp_path / "prior.npy", np.random.default_rng(0).normal(size=(TRAIN_ROWS, 3)))
     ok(run(*DUNIF, "prior=features", f"prior.path={tmp_path / 'prior.npy'}",
            f"hydra.run.dir={tmp_path}/file"), tmp_path / "file")
     ckpt = labels_run / "checkpoints" / "last.ckpt"
@@ -84,7 +85,7 @@ def test_prior_vae_trained_ahead_by_the_script_then_read(tmp_path):
     proc = run(*args, script="scripts/train_prior.py")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout[proc.stdout.index("{"):])
-    assert report["rows"] == 512 and report["dim"] == 16 and report["final_negative_elbo"] > 0
+    assert report["rows"] == TRAIN_ROWS and report["dim"] == 16 and report["final_negative_elbo"] > 0
     (cached,) = (tmp_path / "cache").glob("*.pt")
     stamp = cached.stat().st_mtime_ns
     ok(run(*DUNIF, *args[2:], "loss.sigma=5", f"hydra.run.dir={tmp_path}/run"), tmp_path / "run")

@@ -261,7 +261,9 @@ def test_evaluator_modes_on_a_real_module(tmp_path):
     module, dm = smoke_module_and_data()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     evaluator = instantiate(robust_cfg(test_size=48, batch_size=32, **{
-        "slf.epochs": 5, "alf.train_size": 32, "alf.batch_size": 16, "aff.train_size": 32,
+        # 100 epochs of one step: SLF's head on the untrained encoder well above chance (5 left it
+        # at chance); ALF and AFF start from it
+        "slf.epochs": 100, "alf.train_size": 32, "alf.batch_size": 16, "aff.train_size": 32,
         "aff.batch_size": 16, "attacks.pgd20_linf_8.steps": 3, "attacks.pgd20_linf_2.steps": 3,
         "attacks.pgd20_l2_0p5.steps": 3, "train_attack.steps": 2}))
     out = evaluator(EvalContext(module=module, datamodule=dm, run_dir=tmp_path, seed=0))

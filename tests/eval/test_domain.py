@@ -137,7 +137,7 @@ def test_held_out_test_domains_refused_and_folder_names_used(tmp_path):
     root = make_pacs(tmp_path / "pacs")
     held_out = DomainFolder(root=str(root), image_size=8, batch_size=4, test_domains=["sketch"])
     held_out.setup("fit")
-    with pytest.raises(ConfigError, match=r"domains \['sketch'\] that the train split lacks"):
+    with pytest.raises(ConfigError, match=r"domains \['sketch'\] that the probe split lacks"):
         DomainProbe().check(held_out)
     every = DomainFolder(root=str(root), image_size=8, batch_size=4, domains=["art", "sketch"])
     every.setup("fit")
