@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from sslkit import threads as sslkit_threads  # noqa: E402
+from sslkit.runtime import threads as sslkit_threads  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

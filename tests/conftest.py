@@ -242,8 +242,8 @@ def run_entry(argv: Sequence[str], cwd: Path = ROOT, env: dict[str, str] | None 
     (argument parsing, one-line refusals, Hydra), without paying Python's, torch's and
     Lightning's import again (about 6 s a run on 2 cores; docs/testing.md says where the time
     goes). What a run changes in the process is put back: environment, argv, cwd, sys.path,
-    torch's thread count, determinism flag and default dtype, logging, warning filters and
-    Hydra's global state. Tests whose subject is the process itself (signals, DDP spawns, the
+    torch's thread count, determinism flag and default dtype, logging, warning filters,
+    Hydra's global state and a process group an in-process DDP run left open. Tests whose subject is the process itself (signals, DDP spawns, the
     installed console scripts, README commands) keep ``subprocess``.
     """
     import contextlib
@@ -283,6 +283,8 @@ def run_entry(argv: Sequence[str], cwd: Path = ROOT, env: dict[str, str] | None 
                 code = 1
     finally:
         GlobalHydra.instance().clear()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # an in-process DDP run leaves its group open
         os.chdir(saved_cwd)
         sys.argv, sys.path[:] = saved_argv, saved_path
         os.environ.clear()
