@@ -45,11 +45,16 @@ smoke: install
 
 # the default run leaves out the tests marked slow, each of which has a fast twin in it
 # (docs/testing.md); test-all runs everything. Both print the 15 slowest tests at the end
+# 2 workers (pytest-xdist), a test module's tests on one worker so its trained fixtures are
+# built once; TEST_WORKERS=0 runs in this process
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
+
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(XDIST) --durations=15 $(ARGS)
 
 test-all: install
-	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q $(XDIST) --durations=15 $(ARGS)
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)

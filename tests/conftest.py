@@ -19,6 +19,17 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config) -> None:
+    # under pytest-xdist (make test: 2 workers on 2 cores) each worker computes on one thread, and
+    # so do the processes its tests start: two workers of two threads each ran the suite slower
+    # (docs/testing.md)
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
