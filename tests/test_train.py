@@ -172,6 +172,20 @@ def test_wandb_offline_and_multicrop(tmp_path):
     assert (tmp_path / "metrics.csv").exists()
 
 
+def test_compiled_encoder_is_compiled_in_place_with_the_plain_keys():
+    # the fast twin of the next test: model.compile_encoder compiles the encoder in place, so the
+    # parameter names (and checkpoints) are the plain module's
+    from sslkit.launch.api import compose
+    from sslkit.training.build import build_module
+
+    plain = build_module(compose(["experiment=smoke"], run_dir="/nowhere")[0])
+    compiled = build_module(compose(["experiment=smoke", "model.compile_encoder=true"], run_dir="/nowhere")[0])
+    assert compiled.online.encoder._compiled_call_impl is not None
+    assert plain.online.encoder._compiled_call_impl is None
+    assert compiled.state_dict().keys() == plain.state_dict().keys()
+
+
+@pytest.mark.slow  # torch.compile's first call; fast twin: the test above
 def test_compiled_encoder_keeps_checkpoint_keys(smoke_run, tmp_path):
     proc = train("experiment=smoke", "model.compile_encoder=true", "trainer.max_epochs=1",
                  f"hydra.run.dir={tmp_path}")
