@@ -255,7 +255,8 @@ def run_entry(argv: Sequence[str], cwd: Path = ROOT, env: dict[str, str] | None 
     Lightning's import again (about 6 s a run on 2 cores; docs/testing.md says where the time
     goes). What a run changes in the process is put back: environment, argv, cwd, sys.path,
     torch's thread count, determinism flag and default dtype, logging, warning filters,
-    Hydra's global state and a process group an in-process DDP run left open. Tests whose subject is the process itself (signals, DDP spawns, the
+    Hydra's global state, a process group an in-process DDP run left open and a wandb run
+    Lightning's logger left open. Tests whose subject is the process itself (signals, DDP spawns, the
     installed console scripts, README commands) keep ``subprocess``.
     """
     import contextlib
@@ -295,6 +296,11 @@ def run_entry(argv: Sequence[str], cwd: Path = ROOT, env: dict[str, str] | None 
                 code = 1
     finally:
         GlobalHydra.instance().clear()
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            # Lightning's WandbLogger leaves its run open: the next logger would join it
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                wandb.finish()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # an in-process DDP run leaves its group open
         os.chdir(saved_cwd)
