@@ -243,6 +243,20 @@ def assert_matches(head_fn, ref_fn, z: torch.Tensor, tol: float = 1e-10) -> None
     assert torch.allclose(g1, g2, atol=tol, rtol=0), (g1 - g2).abs().max().item()
 
 
+def assert_reads_the_axes(head, z: torch.Tensor) -> None:
+    """For heads that read the embedding axes (Barlow Twins, VICReg): instance order and signed
+    permutations of the dimensions of ``z [B, V, 5]`` leave the loss unchanged; a general rotation
+    changes it (why the contract's rotation clause cannot hold for them)."""
+    base = head(z).loss
+    perm = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
+    axes = torch.tensor([3, 0, 4, 1, 2])
+    signs = torch.tensor([1.0, -1.0, -1.0, 1.0, -1.0], dtype=z.dtype)
+    assert torch.allclose(head(z[perm]).loss, base, atol=1e-12)
+    assert torch.allclose(head(z[..., axes] * signs).loss, base, atol=1e-12)
+    rot, _ = torch.linalg.qr(rand(5, 5, seed=6))
+    assert not torch.allclose(head(z @ rot).loss, base, atol=1e-6)
+
+
 # -- entry points in this process --------------------------------------------------------------
 def run_entry(argv: Sequence[str], cwd: Path = ROOT, env: dict[str, str] | None = None
               ) -> subprocess.CompletedProcess:
