@@ -19,6 +19,7 @@ from sslkit.eval.runner import build_evaluators, run_evaluators
 EVALUATORS = sorted(p.stem for p in (CONFIG_DIR / "eval").glob("*.yaml"))
 # overrides that keep an evaluator's defaults at smoke scale (seconds); others run as configured
 SMOKE = {
+    "finetune": ["eval.finetune.epochs=1", "eval.finetune.lr_grid=[0.05]"],
     "linear_sgd": ["eval.linear_sgd.epochs=1"],
     "metrics": ["eval.metrics.num_samples=64"],
     "plots": ["eval.plots.max_points=100", "eval.plots.n_jobs=1"],
