@@ -102,6 +102,8 @@ class ImageDataModule(L.LightningDataModule):
     train_split, probe_source, test_split = "train", "train", "test"
     # the derived split the probes fit on: ``probe_source`` without the validation images
     probe_split = "probe"
+    # read from image files: ``data.cache=true`` keeps them decoded (sslkit/data/cache.py)
+    cacheable = False
 
     def __init__(
         self,
@@ -121,6 +123,8 @@ class ImageDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         domain_shift: Sequence[str] | None = None,
         val_size: int | None = None,
+        cache: bool = False,
+        cache_dir: str = "~/.cache/sslkit",
     ) -> None:
         super().__init__()
         # the data config is the one place other groups read these from (``${data.in_chans}``):
@@ -152,6 +156,10 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_size={val_size}: give the number of training images held out "
                               "as the validation split (>= 1), or null for none")
         self.val_size = val_size
+        if cache and not self.cacheable:
+            raise ConfigError(f"data.cache=true: {self.name} is not read from image files (its images "
+                              "are held in memory already); set data.cache=false")
+        self.cache, self.cache_dir = cache, Path(cache_dir).expanduser()
         if self.probe_split != "probe":  # a reader written when probe_split named a stored split
             self.probe_source, self.probe_split = self.probe_split, "probe"
         self.splits: dict[str, Dataset] = {}
@@ -182,11 +190,20 @@ class ImageDataModule(L.LightningDataModule):
                                       "data.val_size to the number of training images to hold out")
                 data = _subset(self.split(self.probe_source), index)
             else:
-                data = promote_fields(self.load_split(split))
+                data = promote_fields(self.cached(self.load_split(split), split))
                 if self.domain_shift:
                     data = apply_domain_shift(data, self.domain_shift, self.seed, split, self.name)
             self.splits[split] = data
         return self.splits[split]
+
+    def cached(self, data: Dataset, split: str) -> Dataset:
+        """``data`` read from its pre-decoded cache when ``data.cache`` is on and ``data`` is a
+        reader of image files (``decoded(i)``); else ``data`` itself."""
+        if not self.cache or not hasattr(data, "decoded"):
+            return data
+        from sslkit.data.cache import cached_split
+
+        return cached_split(data, f"{self.name}-{split}", self.root, self.cache_dir, self.num_workers)
 
     @property
     def has_validation(self) -> bool:

@@ -27,6 +27,7 @@ class CUB200(ImageDataModule):
 
     name = "cub200"
     in_chans, num_classes = 3, 200
+    cacheable = True
 
     def __init__(self, image_size: int = 224, load_size: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)

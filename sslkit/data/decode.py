@@ -45,6 +45,16 @@ DECODERS: dict[str, Callable[[Path], torch.Tensor]] = {"pil": decode_pil, "torch
 
 
 def decoder(name: str) -> Callable[[Path], torch.Tensor]:
+    """The decoder called ``name`` (``pil`` or ``torchvision``); another name is refused."""
     if name not in DECODERS:
         raise ConfigError(f"data.decoder={name!r} is not a decoder; choose one of {', '.join(DECODERS)}")
     return DECODERS[name]
+
+
+def decoder_info(name: str) -> dict:
+    """What decides a decoded and resized image's bytes: the decoder and the library versions
+    (Pillow decodes what torchvision cannot; torchvision resizes). Part of a data cache's key."""
+    import PIL
+    import torchvision
+
+    return {"name": name, "torchvision": torchvision.__version__, "pillow": PIL.__version__}

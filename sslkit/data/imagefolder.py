@@ -11,6 +11,7 @@ from torchvision.transforms import v2
 
 from sslkit.data.base import ImageDataModule
 from sslkit.data.decode import decoder as get_decoder
+from sslkit.data.decode import decoder_info
 from sslkit.errors import DataError
 
 
@@ -32,6 +33,7 @@ class FolderImages(Dataset):
     def __init__(self, root: Path, load_size: int, classes: list[str] | None = None,
                  decoder: str = "torchvision", require_classes: bool = True) -> None:
         self.decode = get_decoder(decoder)
+        self.load_size, self.decoder_info = load_size, decoder_info(decoder)
         found = class_folders(root)
         if classes is None:
             classes = found
@@ -60,10 +62,16 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def files(self) -> list[Path]:
+        return [p for p, _ in self.samples]
+
+    def decoded(self, i: int) -> torch.Tensor:
+        """Image ``i`` decoded, resized and centre-cropped: uint8 ``[3, load_size, load_size]``."""
+        return self.transform(self.decode(self.samples[i][0]))
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        path, label = self.samples[i]
-        image = self.transform(self.decode(path))
-        return {"image": image, "label": torch.tensor(label), "index": torch.tensor(i),
+        return {"image": self.decoded(i), "label": self.labels[i], "index": torch.tensor(i),
                 **{k: v[i] for k, v in self.fields.items()}}
 
 
@@ -77,6 +85,7 @@ class ImageFolder(ImageDataModule):
 
     name = "imagefolder"
     in_chans, num_classes = 3, 0
+    cacheable = True
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from sslkit.data.decode import decoder_info
 from sslkit.errors import DataError
 
 
@@ -31,18 +32,26 @@ class ListedImages(Dataset):
         self.transform = v2.Compose(
             [v2.PILToTensor(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)]
         )
+        self.load_size, self.decoder_info = load_size, decoder_info("pil")
+
+    @property
+    def files(self) -> list[Path]:
+        return self.paths
+
+    def decoded(self, i: int) -> torch.Tensor:
+        """Image ``i`` decoded, resized and centre-cropped: uint8 ``[3, load_size, load_size]``."""
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                return self.transform(img.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as err:
+            raise DataError(f"{path}: unreadable image ({err})") from None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        path = self.paths[i]
-        try:
-            with Image.open(path) as img:
-                image = self.transform(img.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as err:
-            raise DataError(f"{path}: unreadable image ({err})") from None
-        return {"image": image, "label": self.labels[i], "index": torch.tensor(i),
+        return {"image": self.decoded(i), "label": self.labels[i], "index": torch.tensor(i),
                 **{k: v[i] for k, v in self.fields.items()}}
 
 

@@ -40,6 +40,7 @@ class UTZappos(ImageDataModule):
 
     name = "utzappos"
     in_chans, num_classes = 3, len(CLASSES)
+    cacheable = True
 
     def __init__(self, image_size: int = 32, load_size: int | None = None,
                  attributes_file: str = "meta_data_bin_train.csv", **kwargs) -> None:
