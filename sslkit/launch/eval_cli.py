@@ -125,6 +125,13 @@ def evaluate(cfg: DictConfig) -> list[tuple[dict, dict]]:
             out.write_text(json.dumps(jsonable(record), indent=2) + "\n")
             console.print(f"results written to {out}")
         runs.append((OmegaConf.to_container(run_cfg, resolve=True), results, path))
+    semi = [(path, results["semi"]) for _, results, path in runs if "semi" in results]
+    if len(semi) > 1:  # the label-efficiency curves of every checkpoint in one picture
+        from sslkit.eval.semi import write_label_efficiency
+
+        target = cfg.get("label_efficiency_out")
+        written = write_label_efficiency(semi, Path(hydra.utils.to_absolute_path(target)) if target else None)
+        console.print(f"label-efficiency curves of {len(semi)} checkpoints written to {written}")
     if len(runs) > 1:
         groups = aggregate(runs)
         comparisons = compare_groups(groups) if len(groups) > 1 else []
