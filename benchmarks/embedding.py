@@ -46,10 +46,14 @@ def run_opentsne(x: np.ndarray) -> np.ndarray:
     return np.asarray(TSNE(n_components=2, random_state=0, n_jobs=1).fit(x))
 
 
-def measure(n: int, root: str = FMNIST_ROOT, tsne_first: bool = False, repeats: int = 1) -> dict:
+FITS = {"umap-learn": run_umap, "openTSNE": run_opentsne}
+
+
+def measure(n: int, root: str = FMNIST_ROOT, tsne_first: bool = False, repeats: int = 1,
+            libraries: tuple[str, ...] = tuple(FITS)) -> dict:
     x, what = load_points(n, root)
     warm_n = min(500, len(x))
-    fits = {"umap-learn": run_umap, "openTSNE": run_opentsne}
+    fits = {name: FITS[name] for name in FITS if name in libraries}
     series = {name: Series(name, len(x), unit="points", threads=1) for name in fits}
     warmup = {}
     order = list(fits)[::-1] if tsne_first else list(fits)
@@ -62,8 +66,9 @@ def measure(n: int, root: str = FMNIST_ROOT, tsne_first: bool = False, repeats: 
             t0 = time.perf_counter()
             fits[name](x)
             series[name].add(time.perf_counter() - t0)
-    umap_series = series["umap-learn"]
-    rows = [umap_series.record(), series["openTSNE"].record(umap_series, RATIO_KEY)]
+    umap_series = series.get("umap-learn")
+    rows = [series[name].record(None if name == "umap-learn" else umap_series, RATIO_KEY)
+            for name in fits]
     for row in rows:
         row[f"warmup_{warm_n}_seconds"] = warmup[row["name"]]
     return {
