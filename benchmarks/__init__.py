@@ -8,7 +8,7 @@ import importlib
 from types import ModuleType
 
 SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack", "adversarial",
-            "embedding", "chunked", "decode")
+            "embedding", "chunked", "decode", "cache")
 
 
 def section(name: str) -> ModuleType:

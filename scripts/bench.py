@@ -28,6 +28,9 @@ Sections (``--only``):
 * ``adversarial``: a training step with PGD views (``adversarial=pgd``) against a clean step,
   and the attack against a plain loop of the same passes.
 * ``embedding``: fit time of umap-learn and openTSNE on the same points (the t-SNE/UMAP picture).
+* ``cache``: the pre-decoded image cache (``data.cache=true``) against decoding the JPEGs: images/s
+  per core, and one epoch of an ImageNet-100-shaped JPEG tree at 64 and 112 px, cold and warm, on
+  1 and 2 DataLoader workers (``--jpeg-root`` gives the tree).
 
 Each section is one module of ``benchmarks/`` (``benchmarks/<section>.py``); the measuring is
 ``benchmarks/timing.py``, the default model and its real training step ``benchmarks/common.py``.
@@ -75,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None,
                         help="trainer section: steps per fit (the first 2, or 1 with --quick, untimed)")
     parser.add_argument("--jpeg-root", type=Path, default=None,
-                        help="decode section: a JPEG tree from scripts/make_jpeg_tree.py "
-                             "(default: 300 images generated in a temporary folder)")
+                        help="decode and cache sections: a JPEG tree from scripts/make_jpeg_tree.py "
+                             "(default: written to a temporary folder: 300 images for decode, 2,000 in "
+                             "100 class folders for cache)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's, one per core)")
     args = parser.parse_args(argv)

@@ -180,3 +180,22 @@ def test_bench_gpu_runs_tiny_on_the_cpu_when_allowed(tmp_path):
     assert math.isfinite(lightning["ratio_to_plain"])
     assert results["settings"]["precision"] == "bf16-mixed" and results["settings"]["batch"] == 8
     assert "s/epoch" in proc.stdout and str(out) in proc.stdout
+
+
+def test_quick_cache_bench_compares_the_cache_to_the_jpeg_path(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "cache", "--threads", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())["sections"]["cache"]
+    rows = section["rows"]
+    assert [r["kind"] for r in rows] == ["per core"] * 2 + ["epoch"] * 3
+    names = [r["name"] for r in rows]
+    assert names[0].startswith("64 px: decode JPEG") and names[1] == "64 px: read the cache, one thread"
+    assert [n.split(": ", 1)[1] for n in names[2:]] == [
+        "JPEG path", "cache cold (build + epoch)", "cache warm (a later run)"]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["throughput_median"] > 0
+    for row in (rows[1], rows[3], rows[4]):
+        assert math.isfinite(row["ratio_to_jpeg"]) and row["ratio_to"] == rows[0 if row is rows[1] else 2]["name"]
+    assert section["settings"]["images"] == 24 and section["settings"]["sizes"] == [64]
