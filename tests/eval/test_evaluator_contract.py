@@ -21,6 +21,7 @@ EVALUATORS = sorted(p.stem for p in (CONFIG_DIR / "eval").glob("*.yaml"))
 SMOKE = {
     "finetune": ["eval.finetune.epochs=1", "eval.finetune.lr_grid=[0.05]"],
     "linear_sgd": ["eval.linear_sgd.epochs=1"],
+    "transfer": ["eval.transfer.data=synthetic", "eval.transfer.overrides={in_chans:3,mean:[0.5,0.5,0.5],std:[0.25,0.25,0.25]}"],
     "semi": ["eval.semi.draws=2", "eval.semi.finetune.epochs=1", "eval.semi.finetune.lr_grid=[0.05]"],
     "metrics": ["eval.metrics.num_samples=64"],
     "plots": ["eval.plots.max_points=100", "eval.plots.n_jobs=1"],
