@@ -17,13 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from sslkit.training.build import build_datamodule, build_module, build_trainer, instantiate
 from sslkit.training.checkpoint import check_same_model, resume_checkpoint
+from sslkit.training.lr_scaling import effective_lr
 from sslkit.data.fields import check_head_inputs
 from sslkit.eval.linear import LinearProbe, top1
 from sslkit.eval.runner import build_evaluators, check_inputs, eval_device, final_evaluation
 from sslkit.runtime.precision import choose as choose_precision
 from sslkit.runtime.preemption import Preemption
-from sslkit.training.preflight import check_sizes, planned_world_size
+from sslkit.training.preflight import check_sizes, official_scope_note, planned_world_size
 from sslkit.prior.base import absolute_paths, setup_prior
+from sslkit.runtime.loggers import log_results
 from sslkit.runtime.runlog import note
 from sslkit.training.schema import validate
 from sslkit.runtime.threads import apply as apply_threads
@@ -61,6 +63,9 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
     dm = build_datamodule(cfg)
     dm.setup("fit")  # missing or broken data fails here, before anything is written
     check_sizes(cfg, dm)
+    scope = official_scope_note(cfg)  # a recipe run on another process count than its paper's
+    if scope:
+        note(run_dir, scope)
     module = build_module(cfg)
     # the head's inputs beyond z: a prior attached to the data, every field present
     prior = instantiate(absolute_paths(cfg.prior), "prior") if cfg.get("prior") else None
@@ -75,7 +80,9 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
     precision = choose_precision(cfg, module, dm, planned_world_size(cfg.trainer))
     cfg.trainer.precision = precision.precision
     module.config["trainer"]["precision"] = precision.precision  # what checkpoints record
-    note(run_dir, f"threads {torch.get_num_threads()}: {threads.reason}", precision.line())
+    lr = effective_lr(cfg)  # what build_module gave the optimiser, and how it was computed
+    note(run_dir, f"threads {torch.get_num_threads()}: {threads.reason}", precision.line(),
+         lr.line())
     trainer = build_trainer(cfg, run_dir)
     for logger in trainer.loggers:  # the resolved config: hparams.yaml (csv), wandb's config
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -122,8 +129,14 @@ def train(cfg: DictConfig, run_dir: Path | str | None = None, choices: dict | No
         "precision": precision.precision,
         "precision_reason": precision.reason,
         "precision_calibration": precision.timings or None,
+        **lr.summary(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # TensorBoard's hparams view: the config beside the final validation and test numbers (not
+    # the monitors' curves, which the loggers already have)
+    final = {k: v for k, v in summary.items() if k.startswith(("val/", "test/"))
+             and isinstance(v, float) and k not in trainer.callback_metrics}
+    log_results(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), final, trainer.global_step)
     with (run_dir / "train.log").open("a") as log:
         log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} summary: {json.dumps(summary)}\n")
     return summary

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -56,6 +57,9 @@ from sslkit.parts.views import ViewPlan
 FORMAT_VERSION = 1
 # global: the head sees the batch gathered from every rank; local: each rank's own batch
 LOSS_SCOPES = ("global", "local")
+# joint: the views of a step in one encoder call (shared BatchNorm statistics, SimCLR's batch);
+# separate: one call per view (per-view statistics, as CACR's official code loops over views)
+VIEWS_FORWARD = ("joint", "separate")
 
 
 class Backbone(nn.Module):
@@ -91,6 +95,7 @@ class ContrastiveModule(L.LightningModule):
         shuffle_bn_groups: int = 8,
         adversarial: Callable[..., nn.Module] | None = None,
         loss_scope: str = "global",
+        views_forward: Literal["joint", "separate"] = "joint",
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -98,7 +103,10 @@ class ContrastiveModule(L.LightningModule):
             raise ConfigError(
                 f"model.loss_scope={loss_scope!r}: valid choices are {', '.join(LOSS_SCOPES)}"
             )
-        self.loss_scope = loss_scope
+        if views_forward not in VIEWS_FORWARD:
+            raise ConfigError(f"model.views_forward={views_forward!r}: valid choices are "
+                              f"{', '.join(VIEWS_FORWARD)}")
+        self.loss_scope, self.views_forward = loss_scope, views_forward
         self.online = Backbone(encoder, projector(encoder.num_features))
         self.head, self.augment = head, augment
         self.requires = frozenset(getattr(head, "requires", frozenset()))
@@ -136,7 +144,7 @@ class ContrastiveModule(L.LightningModule):
                                    proj_dim=proj_dim) if adversarial is not None else None)
         if self.robust is not None and self.robust.views == "append" and getattr(head, "query_views", None) is not None:
             raise ConfigError(
-                f"adversarial.views=append doubles the views of each query, and {type(head).__name__} "
+                f"adversarial.views=append adds a view (the adversarial anchor) to each query, and {type(head).__name__} "
                 f"reads a fixed set of query views ({self.views.query}); use adversarial.views=replace"
             )
         self.optimizer_factory = optimizer
@@ -165,14 +173,15 @@ class ContrastiveModule(L.LightningModule):
                     ) -> tuple[Tensor, Tensor]:
         """Run views of equal size as one batch (shared BatchNorm statistics, like SimCLR's
         concatenated batch), through ``run`` if given (shuffle BN); returns features and
-        projections as ``[B, V, *]``. With ``micro_batch`` (and no ``run``) the batch goes
-        through ``net`` in calls of at most that many rows, each with its own BatchNorm
-        statistics (``micro_batch = B``: one call per view)."""
+        projections as ``[B, V, *]``. With ``views_forward="separate"`` each view is a call of
+        its own (per-view BatchNorm statistics). With ``micro_batch`` (and no ``run``) a call's
+        batch goes through ``net`` in pieces of at most that many rows, each with its own
+        BatchNorm statistics."""
         feats: list[Tensor | None] = [None] * len(views)
         projs: list[Tensor | None] = [None] * len(views)
-        by_size: dict[tuple[int, ...], list[int]] = {}
+        by_size: dict[tuple[int, ...] | int, list[int]] = {}
         for i, v in enumerate(views):
-            by_size.setdefault(tuple(v.shape[1:]), []).append(i)
+            by_size.setdefault(i if self.views_forward == "separate" else tuple(v.shape[1:]), []).append(i)
         for idx in by_size.values():
             x = self._layout(torch.cat([views[i] for i in idx]))
             if run is None and self.micro_batch is not None and len(x) > self.micro_batch:

@@ -20,7 +20,9 @@ def planned_world_size(trainer_cfg: DictConfig) -> int | None:
 
 
 def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
-    """Batch size against dataset size and device count, crop sizes against image size."""
+    """Batch size against dataset size and device count, crop sizes against image size, and
+    labelled images for whatever needs them (:func:`check_labelled`)."""
+    check_labelled(cfg, dm)
     world = planned_world_size(cfg.trainer)
     if world:
         dm.per_rank_batch(world)
@@ -41,3 +43,40 @@ def check_sizes(cfg: DictConfig, dm: L.LightningDataModule) -> None:
                 f"augment.{key}={size} must be between 1 and the image size {dm.image_size} of "
                 f"{dm.name}"
             )
+
+
+def official_scope_note(cfg: DictConfig) -> str | None:
+    """One line saying how this run's batch per process differs from the official run's, for a
+    recipe that states the official process count (``official.devices``); None when they match,
+    when the count is "auto", or when neither the loss nor BatchNorm depends on it."""
+    official = cfg.get("official") or {}
+    n, world = official.get("devices"), planned_world_size(cfg.trainer)
+    if not n or not world or world == n:
+        return None
+    batch = cfg.data.batch_size
+    ours, theirs = batch // world, batch // n
+    differs = []
+    if cfg.model.get("loss_scope", "global") == "local":
+        differs.append(f"the loss sees {ours} images per process (official {theirs})")
+    if not cfg.trainer.get("sync_batchnorm", False):
+        differs.append(f"BatchNorm normalises {ours} per process (official {theirs})")
+    if not differs:
+        return None
+    return (f"official run ({official.get('source', 'the recipe header')}): {n} processes x "
+            f"{theirs} images; this run: {world} x {ours}, so {' and '.join(differs)}; "
+            f"trainer.devices={n} runs it as the official code does")
+
+
+def check_labelled(cfg: DictConfig, dm: L.LightningDataModule) -> None:
+    """Refuse, in one line, evaluators and online monitors on data without labelled images
+    (``data=unlabelled`` without ``probe_root``/``test_root``), instead of failing inside a probe
+    after training."""
+    if getattr(dm, "labelled", True):
+        return
+    from sslkit.data.unlabelled import NO_LABELS
+
+    monitor = cfg.get("monitor") or {}
+    needs = [f"eval=[{','.join(cfg.eval)}]"] if cfg.get("eval") else []
+    needs += [f"monitor.{name}" for name in ("online_probe", "knn") if monitor.get(name)]
+    if needs:
+        raise ConfigError(NO_LABELS.format(what=", ".join(needs)))
