@@ -115,7 +115,7 @@ def test_eps_zero_gives_the_clean_views_and_loss():
     assert torch.equal(out.logs["loss_adv"], out.logs["loss_clean"])
 
 
-@pytest.mark.parametrize("bn_mode", ["train", "eval", "dual"])
+@pytest.mark.parametrize("bn_mode", ["train", "eval", "dual", "dual_train"])
 def test_attack_leaks_no_gradient_and_leaves_running_stats(bn_mode):
     """The attack's backward passes reach only the perturbations: no parameter gets ``.grad``
     and no BatchNorm running statistic moves until the loss terms run."""
@@ -152,6 +152,99 @@ def test_dual_bn_keeps_separate_statistics():
     assert not torch.equal(clean_bn.running_mean, adv_bn.running_mean)
     out.loss.backward()
     assert adv_bn.weight.grad is not None and adv_bn.weight.grad.abs().sum() > 0
+
+
+def _bn_modes_seen(bn_mode: str, **extra):
+    """Forward pre-hooks on every BatchNorm of the online network record, for each call, whether
+    the layer ran in training mode and which running mean it read: the attack's calls and the
+    loss terms' calls apart. The adversarial copies' running means are set to 3 and the clean
+    ones to 0, so the mean read names the branch."""
+    module, views = build("adversarial=pgd", f"adversarial.bn_mode={bn_mode}",
+                          "adversarial.attack.steps=2", *extra.get("overrides", ()))
+    module.train()
+    with torch.no_grad():
+        for name in module.robust._bn_names:
+            module.online.get_submodule(name).running_mean.fill_(0.0)
+            if module.robust.adv_bn is not None:
+                module.robust.adv_bn[name.replace(".", "__")].running_mean.fill_(3.0)
+    phase = {"now": "loss"}
+    seen: dict[str, list[tuple[str, bool, float]]] = {"attack": [], "loss": []}
+
+    def hook(layer, args, name=None):
+        seen[phase["now"]].append((name, layer.training, float(layer.running_mean.mean())))
+
+    handles = [module.online.get_submodule(n).register_forward_pre_hook(
+        lambda m, a, n=n: hook(m, a, n)) for n in module.robust._bn_names]
+    original = module.robust.find_adversarial
+
+    def attack(*args, **kwargs):
+        phase["now"] = "attack"
+        try:
+            return original(*args, **kwargs)
+        finally:
+            phase["now"] = "loss"
+
+    module.robust.find_adversarial = attack
+    h, z = module.embed_views(module.online, views)  # the clean forward, as the step runs it
+    module.robust(module, views, h, z, {}, generator=torch.Generator().manual_seed(2))
+    for handle in handles:
+        handle.remove()
+    return module, seen
+
+
+def test_dual_attacks_in_eval_mode_through_the_adversarial_batchnorm():
+    """ACL's PGD_contrastive: ``model.eval()(inputs + delta, 'pgd')``. Every BatchNorm call of
+    the attack runs in eval mode and reads the adversarial copy's running statistics; the clean
+    forward and the adversarial term run in training mode, the adversarial term through the
+    adversarial copy."""
+    module, seen = _bn_modes_seen("dual")
+    n_bn = len(module.robust._bn_names)
+    assert len(seen["attack"]) == 2 * n_bn  # two PGD steps, every layer once each
+    assert all(not training and mean == 3.0 for _, training, mean in seen["attack"])
+    assert all(training for _, training, _ in seen["loss"])
+    means = sorted({mean for _, _, mean in seen["loss"]})
+    assert means == [0.0, 3.0], "the clean forward reads the clean layers, the adversarial term the copies"
+
+
+def test_dual_train_attacks_in_train_mode_and_eval_in_eval_mode():
+    _, seen = _bn_modes_seen("dual_train")
+    assert seen["attack"] and all(training for _, training, _ in seen["attack"])
+    # the adversarial copies (in training mode their running means move after each call)
+    assert all(mean > 1.5 for _, _, mean in seen["attack"])
+    _, seen = _bn_modes_seen("eval")
+    # the clean layers (the clean forward before the attack moved their running means a little)
+    assert seen["attack"] and all(not training and abs(mean) < 1.5 for _, training, mean in seen["attack"])
+    _, seen = _bn_modes_seen("train")
+    assert seen["attack"] and all(training for _, training, _ in seen["attack"])
+
+
+def test_append_attacks_the_anchor_against_the_clean_views_as_rocl():
+    """RoCL's RepresentationAdv: only the anchor (view 0) is perturbed, to maximise the head's
+    loss between it and the clean second view; the adversarial term sees the clean views and
+    the adversarial anchor (V + 1 views)."""
+    module, views = build("adversarial=pgd", "adversarial.views=append", "loss=infonce",
+                          "adversarial.attack.steps=3", "adversarial.bn_mode=eval")
+    module.train()
+    h, z = module.embed_views(module.online, views)
+    std, mean = module.augment.std, module.augment.mean
+    pixels = [(v * std + mean).clamp(0, 1) for v in views]
+    deltas = module.robust.find_adversarial(module, views, pixels, z.detach(), {},
+                                            torch.Generator().manual_seed(2))
+    assert len(deltas) == 1 and deltas[0].shape == views[0].shape
+    assert 0 < deltas[0].abs().amax() <= 8 / 255 + 1e-6
+    with torch.no_grad():  # the attack raised the loss of [adversarial anchor, clean view 1]
+        module.eval()
+        _, z_adv = module.embed_views(module.online, [views[0] + deltas[0] / std, views[1]])
+        _, z_clean = module.embed_views(module.online, views)
+        assert module.head(z_adv).loss > module.head(z_clean).loss
+    module.train()
+    seen = []
+    head = module.head.forward
+    module.head.forward = lambda zz, **kw: (seen.append(zz.shape[1]), head(zz, **kw))[1]
+    module.robust.find_adversarial = lambda *a, **k: deltas  # the term, on the same deltas
+    out = module.robust(module, views, h, z, {}, generator=torch.Generator().manual_seed(2))
+    assert seen == [2, 3], "clean term on the 2 views, adversarial term on 2 clean + the anchor"
+    assert torch.isfinite(out.loss)
 
 
 # -- divergences ---------------------------------------------------------------------------------

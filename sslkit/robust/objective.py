@@ -27,7 +27,7 @@ from sslkit.losses.base import LossOutput
 from sslkit.robust.attack import PGD
 from sslkit.robust.sam import perturbed, sam_perturbation
 
-BN_MODES = ("train", "eval", "dual")
+BN_MODES = ("train", "eval", "dual", "dual_train")
 VIEW_MODES = ("replace", "append")
 
 
@@ -41,17 +41,23 @@ class RobustObjective(nn.Module):
         feature_dim, proj_dim: widths of the encoder features and of the projections.
         bn_mode: BatchNorm during the attack. "train": batch statistics of the attacked
             batch, as in the loss (running statistics are left as they were before the
-            attack); "eval": the running statistics, as at test time; "dual": ACL's dual
-            BatchNorm (Jiang et al. 2020; Xie et al., AdvProp, CVPR 2020): a second set of
-            BatchNorm layers, started as a copy, for adversarial inputs, used by the attack
-            and by the adversarial term, while the clean term and every evaluation use the
-            original ones. Outside the attack (the adversarial term) "train" and "eval" run the
-            network in training mode.
-        views: "replace": the adversarial term sees every view replaced by its adversarial
-            version (ACL's A2A pair); "append": it sees the clean views and their adversarial
-            versions as 2V views per instance (RoCL: an adversarial example is one more
-            positive). Per-view extras of the head (momentum keys ``k``) are repeated for the
-            appended views.
+            attack); "eval": the running statistics, as at test time (RoCL: ``model.eval()``
+            before its PGD loop); "dual": ACL's dual BatchNorm (Jiang et al. 2020; Xie et al.,
+            AdvProp, CVPR 2020): a second set of BatchNorm layers, started as a copy, for
+            adversarial inputs, used by the adversarial term in training mode and by the attack
+            in eval mode with its running statistics, as ACL's ``PGD_contrastive`` runs
+            ``model.eval()(inputs + delta, 'pgd')``; the clean term and every evaluation use the
+            original layers (``eval.robust.bn_branches`` evaluates through either).
+            "dual_train": the same two sets, the attack with the adversarial set in training
+            mode (batch statistics of the attacked batch). Outside the attack (the adversarial
+            term) every mode runs the network in training mode.
+        views: "replace": every view is attacked, and the adversarial term sees every view
+            replaced by its adversarial version (ACL's A2A pair). "append" (RoCL, Kim et al.
+            2020, ``RepresentationAdv.get_loss``): only the anchor (view 0) is attacked, to
+            maximise the head's loss against the clean other views, and the adversarial term
+            sees the V clean views plus the adversarial anchor, V + 1 views per instance (an
+            adversarial example is one more positive). Per-view extras of the head (momentum
+            keys ``k``) get view 0's entry for the appended view.
         w_clean, w_adv, w_div: weights of the three terms.
         divergence: a ``functools.partial`` divergence of :mod:`sslkit.robust.divergence`
             (built here with the width of its ``space``), or None.
@@ -84,7 +90,7 @@ class RobustObjective(nn.Module):
         self._bn_names = [n for n, m in online.named_modules() if isinstance(m, _BatchNorm)]
         self.adv_bn = nn.ModuleDict(
             {n.replace(".", "__"): copy.deepcopy(online.get_submodule(n)) for n in self._bn_names}
-        ) if bn_mode == "dual" else None
+        ) if bn_mode.startswith("dual") else None
 
     # -- pieces --------------------------------------------------------------------------------
     def _adv_bn_tensors(self) -> dict[str, Tensor]:
@@ -120,14 +126,20 @@ class RobustObjective(nn.Module):
     def _head(self, module, z: Tensor, extras: dict[str, Tensor]) -> LossOutput:
         return module.head(module.head_input(z), **extras)
 
+    def _attacked(self, n_views: int) -> list[int]:
+        """The views PGD perturbs: all of them (replace), or the anchor, view 0 (append)."""
+        return [0] if self.views == "append" else list(range(n_views))
+
     def _adv_inputs(self, z_adv: Tensor, z_clean: Tensor,
                     extras: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The adversarial term's head inputs from the attacked views' projections ``z_adv``:
+        those (replace), or the clean views followed by the adversarial anchor (append)."""
         if self.views == "replace":
             return z_adv, extras
         views = z_clean.shape[1]
-        doubled = {k: torch.cat([t, t], 1) if t.dim() >= 3 and t.shape[1] == views else t
-                   for k, t in extras.items()}
-        return torch.cat([z_clean, z_adv], 1), doubled
+        appended = {k: torch.cat([t, t[:, :1]], 1) if t.dim() >= 3 and t.shape[1] == views else t
+                    for k, t in extras.items()}
+        return torch.cat([z_clean, z_adv], 1), appended
 
     def _bn_layers(self, module) -> list[_BatchNorm]:
         mods = [module.online] + ([module.predictor] if module.predictor is not None else [])
@@ -162,18 +174,22 @@ class RobustObjective(nn.Module):
     def find_adversarial(self, module, views: list[Tensor], pixels: list[Tensor], z: Tensor,
                          extras: dict[str, Tensor],
                          generator: torch.Generator | None = None) -> list[Tensor]:
-        """PGD perturbations (pixel units) of ``views`` (whose pixels are ``pixels``) that
-        maximise the adversarial term; ``z`` (detached) are the clean projections, used by
-        ``views="append"``. BatchNorm as ``bn_mode`` says; no state of the module changes."""
+        """PGD perturbations (pixel units) of the attacked views (all, or the anchor with
+        ``views="append"``; whose pixels are ``pixels``) that maximise the head's loss on the
+        views with the attacked ones replaced; ``z`` (detached) are the clean projections.
+        BatchNorm as ``bn_mode`` says; no state of the module changes."""
         std = module.augment.std
+        attacked = self._attacked(len(views))
 
         def objective(deltas: list[Tensor]) -> Tensor:
-            adv = [v + d / std for v, d in zip(views, deltas)]
+            adv = list(views)
+            for i, d in zip(attacked, deltas):
+                adv[i] = views[i] + d / std
             _, za = self._project(module, adv, adversarial=True)
-            return self._head(module, *self._adv_inputs(za, z, extras)).loss
+            return self._head(module, za, extras).loss
 
-        with self._restored_bn(module, eval_mode=self.bn_mode == "eval"):
-            return self.attack(objective, pixels, generator)
+        with self._restored_bn(module, eval_mode=self.bn_mode in ("eval", "dual")):
+            return self.attack(objective, [pixels[i] for i in attacked], generator)
 
     def forward(self, module, views: list[Tensor], h: Tensor, z: Tensor,
                 extras: dict[str, Tensor], generator: torch.Generator | None = None) -> LossOutput:
@@ -187,7 +203,7 @@ class RobustObjective(nn.Module):
         logs["loss_clean"] = out_clean.loss.detach()
 
         deltas = self.find_adversarial(module, views, pixels, z.detach(), extras, generator)
-        adv_views = [v + d / std for v, d in zip(views, deltas)]
+        adv_views = [views[i] + d / std for i, d in zip(self._attacked(len(views)), deltas)]
         h_adv, z_adv = self._project(module, adv_views, adversarial=True)
         zi, ex = self._adv_inputs(z_adv, z, extras)
         out_adv = self._head(module, zi, ex)
@@ -210,6 +226,7 @@ class RobustObjective(nn.Module):
         total = self.w_clean * clean_term + self.w_adv * out_adv.loss
         if self.divergence is not None:
             clean_r, adv_r = (h, h_adv) if self.divergence.space == "features" else (z, z_adv)
+            clean_r = clean_r[:, :adv_r.shape[1]]  # append: the anchor's clean/adversarial pair
             value, div_logs = self.divergence(clean_r, adv_r)
             logs["divergence"] = value.detach()
             logs.update(div_logs)
