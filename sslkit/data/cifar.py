@@ -11,6 +11,17 @@ import torch
 from sslkit.data.base import ImageDataModule, TensorImages
 from sslkit.errors import DataError
 
+# the fine labels in the order of the archive's meta file (alphabetical)
+CIFAR100_FINE = tuple("""
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup
+dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower
+leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange
+orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit
+raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel
+streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip
+turtle wardrobe whale willow_tree wolf woman worm""".split())
+
 
 class CIFAR10(ImageDataModule):
     """Reads ``root/cifar-10-batches-py/{data_batch_1..5,test_batch}`` (the official archive's
@@ -18,6 +29,8 @@ class CIFAR10(ImageDataModule):
 
     name = "cifar10"
     in_chans, image_size, num_classes = 3, 32, 10
+    # label order of the archive's batches.meta
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     folder = "cifar-10-batches-py"
     files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
     label_key = "labels"
@@ -63,6 +76,7 @@ class CIFAR100(CIFAR10):
 
     name = "cifar100"
     num_classes = 100
+    class_names = CIFAR100_FINE
     folder = "cifar-100-python"
     files = {"train": ["train"], "test": ["test"]}
     label_key = "fine_labels"

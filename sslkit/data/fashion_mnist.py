@@ -45,6 +45,9 @@ class FashionMNIST(ImageDataModule):
 
     name = "fashion_mnist"
     in_chans, image_size, num_classes = 1, 28, 10
+    # label order of the dataset's README (Xiao et al. 2017)
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
 
     def candidates(self) -> list[Path]:
         return [self.root, self.root / "FashionMNIST" / "raw", self.root / "fashion-mnist", DEBIAN_DIR]

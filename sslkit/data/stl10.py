@@ -24,6 +24,8 @@ class STL10(ImageDataModule):
 
     name = "stl10"
     in_chans, image_size, num_classes = 3, _SIDE, 10
+    # label order of the release's class_names.txt
+    class_names = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
     probe_source = "train"
     cacheable = True
 

@@ -21,6 +21,7 @@ class SVHN(ImageDataModule):
 
     name = "svhn"
     in_chans, image_size, num_classes = 3, 32, 10
+    class_names = tuple("0123456789")  # the digit (the files' 10 is read as 0)
 
     def __init__(self, train_split: str = "train", **kwargs) -> None:
         super().__init__(**kwargs)

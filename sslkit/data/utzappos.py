@@ -40,6 +40,7 @@ class UTZappos(ImageDataModule):
 
     name = "utzappos"
     in_chans, num_classes = 3, len(CLASSES)
+    class_names = CLASSES
     cacheable = True
 
     def __init__(self, image_size: int = 32, load_size: int | None = None,

@@ -1,6 +1,7 @@
 """Pictures of a run: a 2-D map of the test features, training curves, and what the loss head
 does (CACR/CCT weights against distance, the GCA transport plan), as PNGs in
-``<run_dir>/plots/`` (and in wandb when a wandb logger is attached).
+``<run_dir>/plots/`` (and, through the evaluation runner, in wandb or TensorBoard when such a
+logger is attached).
 
 The 2-D map uses openTSNE (default) or umap-learn (``method``). Timed on the same 10k
 Fashion-MNIST test images (PCA-50, one thread, ``scripts/bench_embedding.py``, run twice in
@@ -68,7 +69,7 @@ class Plots:
             result["embedding_points"] = len(xy)
             name = "tsne" if self.method == "tsne" else "umap"
             path = out / f"embedding_{name}.png"
-            names = getattr(ctx.datamodule, "class_names", None)
+            names = class_names(ctx.datamodule)
             title = (f"{'t-SNE' if name == 'tsne' else 'UMAP'} of {len(xy)} test features "
                      f"({getattr(ctx.datamodule, 'name', 'data')}), coloured by class")
             save(plot_embedding(xy, y_used, title, names), path, self.dpi)
@@ -105,11 +106,24 @@ class Plots:
             else:
                 skipped["plan"] = f"head {records[0]['head']} records no transport plan"
 
-        log_to_wandb(ctx, {k: run_dir / v for k, v in files.items()})
+        # the evaluation runner logs these pictures to wandb / TensorBoard when a logger is attached
         return {"files": files, "skipped": skipped, **result}
 
 
 # -- data ------------------------------------------------------------------------------------
+def class_names(dm) -> list[str] | None:
+    """The dataset's class names in label order (``class_names``: a tuple, or the method image
+    folders have; else the ``classes`` of its test split), or None when it has none for every
+    class (the legend then shows class ids)."""
+    names = getattr(dm, "class_names", None)
+    if callable(names):
+        names = names()
+    if not names:
+        names = getattr(dm.split(dm.test_split), "classes", None) if hasattr(dm, "split") else None
+    names = [str(n) for n in names] if names else None
+    return names if names and len(names) == getattr(dm, "num_classes", len(names)) else None
+
+
 def embed_2d(x: np.ndarray, y: np.ndarray, method: str, max_points: int, n_neighbors: int,
              metric: str, n_jobs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded subsample of at most ``max_points`` rows mapped to 2-D, and its labels."""
@@ -333,16 +347,3 @@ def plot_plan(records: list[dict]) -> Figure:
     fig.suptitle(f"{records[-1]['head']}: transport plan of one fixed batch "
                  f"(B={records[-1]['batch']}, V={records[-1]['views']})", fontsize=11)
     return fig
-
-
-def log_to_wandb(ctx: EvalContext, files: dict[str, Path]) -> None:
-    """Log the pictures to every wandb logger of the module's trainer, if it has one."""
-    trainer = getattr(ctx.module, "_trainer", None)
-    if trainer is None or not files:
-        return
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            for name, path in files.items():
-                logger.log_image(key=f"plots/{name}", images=[str(path)])
