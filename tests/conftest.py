@@ -179,6 +179,15 @@ def _imagenet_folder(root: Path) -> Path:
     return root / "imagenet"
 
 
+def _unlabelled_folder(root: Path) -> Path:
+    make_image_folder(root / "photos" / "labelled", classes=("a", "b"), per_class=4, size=(20, 16))
+    for i in range(6):  # images without a class: flat and one folder down
+        folder = root / "photos" / ("trip" if i % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 20, 3), 40 * i, dtype=np.uint8)).save(folder / f"photo{i}.png")
+    return root / "photos"
+
+
 # data module class -> writer of tiny files in its real format under a temp dir; returns the
 # data.root to use. Every dataset config's class needs one (tests/test_extending.py,
 # tests/test_experiments.py say so when one is missing).
@@ -192,6 +201,9 @@ STAND_INS = {
     "CUB200": lambda root: make_cub(root, classes=2, per_class=8),
     "UTZappos": lambda root: make_utzappos(root, per_class=6),
     "DomainFolder": lambda root: make_pacs(root / "pacs"),
+    # photos without classes, and inside them the labelled folders the probes read
+    # (data.probe_root=ROOT/labelled/train, data.test_root=ROOT/labelled/val)
+    "UnlabelledFolder": _unlabelled_folder,
     "Synthetic": lambda root: root,
 }
 

@@ -22,7 +22,10 @@ SIZE = {"imagefolder": ["data.image_size=16", "data.load_size=16"],
         "imagenet100": ["data.image_size=16", "data.load_size=16"],
         "cub200": ["data.image_size=16", "data.load_size=16"],
         "utzappos": ["data.image_size=16", "data.load_size=16"],
-        "domainfolder": ["data.image_size=16", "data.load_size=16", "data.num_classes=2"]}
+        "domainfolder": ["data.image_size=16", "data.load_size=16", "data.num_classes=2"],
+        # the stand-in holds the labelled folders the probes read inside the unlabelled one
+        "unlabelled": ["data.image_size=16", "data.load_size=16", "data.probe_root=${data.root}/labelled/train",
+                       "data.test_root=${data.root}/labelled/val"]}
 
 
 @pytest.mark.parametrize("name", ENCODERS)
