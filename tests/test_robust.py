@@ -551,8 +551,8 @@ def test_doc_command_runs_at_smoke_scale(command, tmp_path):
         attack_off = "adversarial=none" in args or "adversarial=null" in args
         args += [a for a in SMOKE if not (attack_off and a.startswith("adversarial."))]
         args += [f"hydra.run.dir={tmp_path}"]
-        if "experiment=robust_cifar10" in command:  # its ResNet-18 on 16 px grey images
-            args += ["augment=grey"]
+        if "experiment=robust_cifar10" in command:  # its ResNet-18 on 16 px RGB images
+            args += ["data.in_chans=3"]
     proc = run_entry(args, cwd=CONFIG_DIR.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     if args[0] == "train.py":

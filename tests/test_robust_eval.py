@@ -336,3 +336,59 @@ def test_evaluate_refuses_bad_robust_settings_in_one_line(tmp_path):
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_adversarial_batchnorm_branch(tmp_path):
+    """``bn_branches=[clean, adversarial]``: every mode through the clean layers and through the
+    adversarial copies of dual-BN pretraining (ACL's ``--bnNameCnt 1``); the swap reaches the
+    encoder's features and leaves the module as it was."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    from sslkit.eval.context import EvalContext
+    from sslkit.eval.robust import adversarial_batchnorm
+    from sslkit.training.build import build_datamodule, build_module
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke", "adversarial=pgd",
+                                          "adversarial.bn_mode=dual"])
+    with open_dict(cfg):
+        cfg.logger = None
+    torch.manual_seed(0)
+    module = build_module(cfg).eval()
+    with torch.no_grad():  # adversarial copies unlike the clean layers
+        for bn in module.robust.adv_bn.values():
+            bn.running_mean.add_(0.5)
+            bn.weight.mul_(2.0)
+    dm = build_datamodule(cfg)
+    dm.setup("validate")
+    images = dm.split(dm.test_split).images[:8]
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    clean = module.features(images)
+    with adversarial_batchnorm(module):
+        adv = module.features(images)
+        name = next(n for n in module.robust._bn_names if n.startswith("encoder."))
+        assert torch.equal(module.online.get_submodule(name).running_mean,
+                           before[f"robust.adv_bn.{name.replace('.', '__')}.running_mean"])
+    assert not torch.allclose(clean, adv)
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+    evaluator = instantiate(robust_cfg(test_size=16, batch_size=16, modes="[slf]",
+                                       bn_branches="[clean,adversarial]", **{
+        "slf.epochs": 2, "attacks.pgd20_linf_8.steps": 1, "attacks.pgd20_linf_2.steps": 1,
+        "attacks.pgd20_l2_0p5.steps": 1}))
+    assert evaluator.result_keys == ("slf", "slf_adv_bn", "settings")
+    out = evaluator(EvalContext(module=module, datamodule=dm, run_dir=tmp_path, seed=0))
+    assert set(out) == {"slf", "slf_adv_bn", "settings"}
+    assert out["settings"]["bn_branches"] == ["clean", "adversarial"]
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+    plain, _ = smoke_module_and_data()  # no dual BN: the adversarial branch is refused
+    with pytest.raises(ConfigError, match=r"adversarial.bn_mode=dual"):
+        with adversarial_batchnorm(plain):
+            pass
+    from sslkit.training.build import instantiate as checked
+
+    with pytest.raises(ConfigError, match=r"bn_branches=\['noisy'\]"):
+        checked(robust_cfg(bn_branches="[noisy]"), "eval.robust")

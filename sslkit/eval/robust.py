@@ -33,6 +33,9 @@ from torch.utils.data import DataLoader, Subset, default_collate
 from sslkit.errors import ConfigError
 
 MODES = ("slf", "alf", "aff")
+# the encoder's BatchNorm a classifier runs through: the clean layers, or the adversarial copies of
+# a run pretrained with adversarial.bn_mode=dual (ACL's fine-tuning `--bnNameCnt 1`)
+BN_BRANCHES = ("clean", "adversarial")
 # the settings each mode's config section holds (configs/eval/robust.yaml)
 MODE_KEYS = {
     "slf": ("epochs", "batch_size", "lr", "weight_decay"),
@@ -93,6 +96,16 @@ def build_attack(factory: AttackFactory, model: nn.Module, num_classes: int, see
     params = inspect.signature(func).parameters
     given = {"n_classes": num_classes, "seed": seed}
     return factory(model, **{k: v for k, v in given.items() if k in params and k not in keywords})
+
+
+def adversarial_batchnorm(module):
+    """A context in which the module's encoder runs with the adversarial BatchNorm copies of
+    dual-BN pretraining in place of its own (sslkit/robust/objective.py)."""
+    if getattr(getattr(module, "robust", None), "adv_bn", None) is None:
+        raise ConfigError("eval.robust.bn_branches has 'adversarial' but the checkpoint has no "
+                          "adversarial BatchNorm: pretrain with adversarial.bn_mode=dual (or "
+                          "dual_train), or use eval.robust.bn_branches=[clean]")
+    return module.robust.adversarial_encoder(module)
 
 
 @contextlib.contextmanager
@@ -167,7 +180,9 @@ class RobustEval:
     every mode; names in ``skip`` are not run (AutoAttack is skipped by default: slow).
     ``train_attack`` makes the adversarial examples ALF and AFF train on. ``test_size`` and
     ``train_size`` (ALF/AFF) draw seeded random subsets of the test and probe splits (null: the
-    whole split); SLF trains on the cached features of the whole probe split."""
+    whole split); SLF trains on the cached features of the whole probe split. ``bn_branches``:
+    the encoder's BatchNorm each mode runs through, the clean layers (results under the mode's
+    name) and/or the adversarial copies of dual-BN pretraining (under ``<mode>_adv_bn``)."""
 
     def __init__(
         self,
@@ -180,6 +195,7 @@ class RobustEval:
         slf: Mapping,
         alf: Mapping | None = None,
         aff: Mapping | None = None,
+        bn_branches: Sequence[str] = ("clean",),
     ) -> None:
         unknown = [m for m in modes if m not in MODES]
         if unknown or not modes:
@@ -194,9 +210,14 @@ class RobustEval:
         for key, value in (("test_size", test_size), ("batch_size", batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"eval.robust.{key}={value} must be at least 1 (or null)")
-        self.modes = list(modes)
+        bad = [b for b in bn_branches if b not in BN_BRANCHES]
+        if bad or not bn_branches:
+            raise ConfigError(f"eval.robust.bn_branches={list(bn_branches)}: unknown or empty; "
+                              f"choose from {list(BN_BRANCHES)}")
+        self.modes, self.bn_branches = list(modes), list(dict.fromkeys(bn_branches))
         # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
-        self.result_keys = (*self.modes, "settings")
+        self.result_keys = (*[self._key(m, b) for b in self.bn_branches for m in self.modes],
+                            "settings")
         self.attacks = {k: v for k, v in attacks.items() if k not in skip and v is not None}
         self.train_attack = train_attack
         self.test_size, self.batch_size = test_size, batch_size
@@ -216,6 +237,10 @@ class RobustEval:
                     f"eval.robust.{mode}.init={self.cfg[mode]['init']!r}: choose from "
                     "['slf', 'random']"
                 )
+
+    @staticmethod
+    def _key(mode: str, branch: str) -> str:
+        return mode if branch == "clean" else f"{mode}_adv_bn"
 
     # -- data ---------------------------------------------------------------------------------
     def _subset_loader(self, ctx, split: str, size: int | None, batch_size: int, seed: int,
@@ -246,9 +271,10 @@ class RobustEval:
                 yield batch["image"][keep], batch["label"][keep]
 
     # -- modes --------------------------------------------------------------------------------
-    def _slf_head(self, ctx) -> LinearHead:
+    def _slf_head(self, ctx, labelled: tuple[Tensor, Tensor] | None = None) -> LinearHead:
+        """SLF's head, fitted on ``labelled`` probe features (default: the context's cache)."""
         cfg = self.cfg["slf"]
-        x, y = ctx.labelled("probe")
+        x, y = labelled if labelled is not None else ctx.labelled("probe")
         device = ctx.device
         x, y = x.to(device), y.to(device)
         head = LinearHead(x.mean(0), x.std(0), ctx.num_classes).to(device)
@@ -314,13 +340,44 @@ class RobustEval:
     def __call__(self, ctx) -> dict:
         module = ctx.module
         module.eval()
-        device = ctx.device
         results: dict = {}
         seconds: dict[str, float] = {}
-        started = time.perf_counter()
-        slf_head = self._slf_head(ctx)
-        seconds["slf_fit"] = time.perf_counter() - started
         test = self._subset_loader(ctx, "test", self.test_size, self.batch_size, ctx.seed)
+        for branch in self.bn_branches:
+            if branch == "clean":
+                self._run_modes(ctx, test, "clean", None, results, seconds)
+                continue
+            with adversarial_batchnorm(module):
+                from sslkit.eval.features import extract
+
+                t0 = time.perf_counter()
+                loader = ctx.datamodule.eval_dataloader(ctx.split_name("probe"))
+                autocast = getattr(ctx, "autocast", None)  # as the context extracts its features
+                with torch.autocast(ctx.device.type, dtype=autocast, enabled=autocast is not None):
+                    x, y = extract(module.features, loader, ctx.device)
+                x = x.float()
+                keep = y >= 0
+                seconds["adv_bn_features"] = time.perf_counter() - t0
+                self._run_modes(ctx, test, branch, (x[keep], y[keep]), results, seconds)
+        module.eval()
+        results["settings"] = {
+            "test_size": len(test.dataset),
+            "train_size": {m: self.cfg[m]["train_size"] for m in ("alf", "aff") if m in self.modes},
+            "attacks": sorted(self.attacks),
+            "bn_branches": self.bn_branches,
+            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+            "device": str(ctx.device),
+        }
+        return results
+
+    def _run_modes(self, ctx, test: DataLoader, branch: str, labelled, results: dict,
+                   seconds: dict) -> None:
+        """Every mode through the encoder as it stands (clean or adversarial BatchNorm)."""
+        module, device = ctx.module, ctx.device
+        suffix = "" if branch == "clean" else "_adv_bn"
+        started = time.perf_counter()
+        slf_head = self._slf_head(ctx, labelled)
+        seconds[f"slf_fit{suffix}"] = time.perf_counter() - started
         for mode in self.modes:
             t0 = time.perf_counter()
             if mode == "slf":
@@ -328,19 +385,11 @@ class RobustEval:
                                         slf_head, getattr(module, "channels_last", False))
             else:
                 model = self._adversarial(ctx, mode, slf_head)
-            seconds[f"{mode}_fit"] = seconds.get(f"{mode}_fit", 0.0) + time.perf_counter() - t0
+            key = self._key(mode, branch)
+            seconds[f"{key}_fit"] = seconds.get(f"{key}_fit", 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
             model = model.to(device).eval()
             attacks = {name: build_attack(f, model, ctx.num_classes, ctx.seed)
                        for name, f in self.attacks.items()}
-            results[mode] = robust_accuracy(model, attacks, self._labelled(test), device, ctx.seed)
-            seconds[f"{mode}_attacks"] = time.perf_counter() - t0
-        module.eval()
-        results["settings"] = {
-            "test_size": len(test.dataset),
-            "train_size": {m: self.cfg[m]["train_size"] for m in ("alf", "aff") if m in self.modes},
-            "attacks": sorted(self.attacks),
-            "seconds": {k: round(v, 2) for k, v in seconds.items()},
-            "device": str(device),
-        }
-        return results
+            results[key] = robust_accuracy(model, attacks, self._labelled(test), device, ctx.seed)
+            seconds[f"{key}_attacks"] = time.perf_counter() - t0

@@ -170,6 +170,27 @@ class RobustObjective(nn.Module):
                 bn.train(mode)
                 bn._buffers.update(bufs)
 
+    @contextlib.contextmanager
+    def adversarial_encoder(self, module):
+        """``module``'s encoder with the adversarial BatchNorm copies (parameters and running
+        statistics) in place of its own for the duration of the block, then the clean layers
+        back: evaluation through the adversarial branch (ACL fine-tunes with ``--bnNameCnt 1``)."""
+        pairs = [(module.online.get_submodule(n), self.adv_bn[n.replace(".", "__")])
+                 for n in self._bn_names if n.startswith("encoder.")]
+
+        def swap() -> None:
+            for clean, adv in pairs:
+                for store in ("_parameters", "_buffers"):
+                    a, b = getattr(clean, store), getattr(adv, store)
+                    for key in a:
+                        a[key], b[key] = b[key], a[key]
+
+        swap()
+        try:
+            yield module
+        finally:
+            swap()
+
     # -- the step ------------------------------------------------------------------------------
     def find_adversarial(self, module, views: list[Tensor], pixels: list[Tensor], z: Tensor,
                          extras: dict[str, Tensor],
