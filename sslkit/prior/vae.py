@@ -1,7 +1,10 @@
 """``prior=vae``: a small VAE (Kingma & Welling 2014) trained on the pretraining images; its
-encoder means are the prior, the generative prior of decoupled uniformity's CIFAR/STL runs
-(Dufumier et al. 2023). Trained on the CPU once per (data, settings) and cached on disk;
-``python scripts/train_prior.py prior=vae ...`` fills the cache ahead of a run."""
+encoder means are the prior. This is sslkit's own generative prior, for datasets without
+released generative features: decoupled uniformity (Dufumier et al. 2023) and its code use
+BigBiGAN encoder features (ImageNet-100, ``prior=features``) and binary attributes (CUB-200,
+UT-Zappos, ``prior=attributes``), and train no VAE. Trained on the CPU once per (data,
+settings) and cached on disk; ``python scripts/train_prior.py prior=vae ...`` fills the cache
+ahead of a run."""
 
 from __future__ import annotations
 
