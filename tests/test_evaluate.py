@@ -53,8 +53,9 @@ def test_eval_all_expands_to_every_evaluator():
 
     out = expand_eval_all(["experiment=smoke", "eval=all", "seed=1"])
     assert out == ["experiment=smoke", f"eval=[{','.join(evaluators(any_data=True))}]", "seed=1"]
-    # all but those that need more of the data than images and labels (domains)
-    assert set(evaluators()) - set(evaluators(any_data=True)) == {"domain"}
+    # all but those that need more of the data than images and labels (domains) or another
+    # dataset (transfer)
+    assert set(evaluators()) - set(evaluators(any_data=True)) == {"domain", "transfer"}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,8 @@ def test_evaluate_all_runs_every_evaluator(runs, tmp_path):
     proc = run("scripts/evaluate.py", f"checkpoint={second / 'checkpoints' / 'last.ckpt'}", "eval=all",
                "eval.linear_sgd.epochs=1", "eval.metrics.num_samples=64", "eval.plots.max_points=100",
                "eval.plots.n_jobs=1", "eval.robust.test_size=32", "eval.robust.slf.epochs=5",
-               "eval.robust.alf.train_size=32", "eval.robust.aff.train_size=32", "threads=1")
+               "eval.robust.alf.train_size=32", "eval.robust.aff.train_size=32", "eval.finetune.epochs=1",
+               "eval.semi.draws=2", "eval.semi.finetune.epochs=1", "threads=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.stem for p in (second / "eval").glob("*.json")} == set(evaluators(any_data=True))
     sgd = json.loads((second / "eval" / "linear_sgd.json").read_text())

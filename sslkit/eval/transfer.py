@@ -50,6 +50,9 @@ def channel_change(source: int, target: int) -> str:
 class Transfer:
     """Offline evaluator ``transfer``; see the module docstring."""
 
+    # needs a second dataset: not in ``eval=all``, runs when named (sslkit/training/config.py)
+    needs_other_data = True
+
     # top-level keys of every result (checked by tests/eval/test_evaluator_contract.py)
     result_keys = ("protocol", "data", "adapted", "top1", "per_class_top1", "val_top1", "l2",
                    "holdout_top1", "n_train", "n_val", "n_test", "seconds")

@@ -33,7 +33,8 @@ def choices(group: str) -> list[str]:
 def evaluators(any_data: bool = False) -> list[str]:
     """Every offline evaluator config: ``configs/eval/NAME.yaml`` with a ``_target_``.
     ``any_data``: only those that run on any labelled data, not those whose class names the
-    per-sample fields it needs in ``data_fields`` (``domain``): they run when chosen by name."""
+    per-sample fields it needs in ``data_fields`` (``domain``) or that says it
+    ``needs_other_data`` (``transfer``): they run when chosen by name."""
     names = [name for name in choices("eval")
              if any(line.startswith("_target_:") for line in
                     (config_dir() / "eval" / f"{name}.yaml").read_text().splitlines())]
@@ -50,7 +51,8 @@ def _needs_data_fields(name: str) -> bool:
         target = _locate(OmegaConf.load(config_dir() / "eval" / f"{name}.yaml")._target_)
     except Exception:  # noqa: BLE001 - a broken target is refused, in one line, when it is built
         return False
-    return bool(getattr(target, "data_fields", ()))
+    # or another dataset than the run's (transfer)
+    return bool(getattr(target, "data_fields", ())) or bool(getattr(target, "needs_other_data", False))
 
 
 def expand_eval_all(argv: list[str]) -> list[str]:
