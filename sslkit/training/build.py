@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from sslkit.errors import ConfigError, UserError
+from sslkit.training.lr_scaling import effective_lr
 from sslkit.runtime.preemption import Preemption
 from sslkit.runtime.runlog import RunLog, progress_bar
 from sslkit.runtime.throughput import Throughput
@@ -41,11 +42,14 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
     factory = instantiate(cfg.model, "model")
+    # the lr scaled with the global batch by optim.lr_scaling (sslkit/training/lr_scaling.py)
+    lr = effective_lr(cfg).lr
     return factory(
         encoder=instantiate(cfg.encoder, "encoder"),
         head=instantiate(cfg.loss, "loss"),
         augment=instantiate(cfg.augment, "augment"),
-        optimizer=instantiate(cfg.optim.optimizer, "optim.optimizer"),
+        optimizer=instantiate(cfg.optim.optimizer, "optim.optimizer",
+                              **({} if lr is None else {"lr": lr})),
         weight_decay=cfg.optim.weight_decay,
         warmup_epochs=cfg.optim.warmup_epochs,
         final_lr_ratio=cfg.optim.final_lr_ratio,

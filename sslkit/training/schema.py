@@ -23,6 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sslkit.errors import ConfigError
+from sslkit.training.lr_scaling import RULES as LR_RULES
 
 # (low, high, inclusive): a bound of None is open; keys are fnmatch patterns on dotted paths
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
@@ -54,6 +55,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.weight_decay": (0, None, True),
     "optim.warmup_epochs": (0, None, True),
     "optim.final_lr_ratio": (0, 1, True),
+    "optim.base_batch_size": (1, None, True),
     "loss.temperature": (0, None, False),
     "loss.momentum": (0, 1, True),
     "loss.queue_size": (1, None, True),
@@ -80,6 +82,8 @@ TYPES: dict[str, object] = {
     "optim.weight_decay": float,
     "optim.warmup_epochs": float,
     "optim.final_lr_ratio": float,
+    "optim.lr_scaling": typing.Literal[LR_RULES],
+    "optim.base_batch_size": int,
 }
 
 # values sslkit resolves before the constructor sees them (sslkit/runtime/precision.py)
