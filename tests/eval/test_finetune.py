@@ -16,7 +16,7 @@ from sslkit.eval.loading import load_trained
 from tests.conftest import copy_run, run_entry
 from tests.test_test_split_decides_nothing import poison_test_labels
 
-TINY = dict(epochs=2, batch_size=32, lr_grid=[0.1, 0.5])
+TINY = {"epochs": 2, "batch_size": 32, "lr_grid": [0.1, 0.5]}
 
 
 def trained_context(run_dir, tmp_path, seed: int = 0) -> EvalContext:
@@ -62,9 +62,9 @@ def test_without_a_validation_split_a_seeded_holdout_of_the_training_images_sele
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(optimizer="lamb"), "eval.finetune.optimizer='lamb'; choose one of sgd, adamw"),
-    (dict(lr_grid=[]), "eval.finetune.lr_grid=[]"),
-    (dict(epochs=0), "need epochs >= 1"),
+    ({"optimizer": "lamb"}, "eval.finetune.optimizer='lamb'; choose one of sgd, adamw"),
+    ({"lr_grid": []}, "eval.finetune.lr_grid=[]"),
+    ({"epochs": 0}, "need epochs >= 1"),
 ])
 def test_bad_settings_are_refused_in_one_line(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
