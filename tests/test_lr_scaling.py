@@ -66,8 +66,8 @@ def test_the_global_batch_not_the_device_count_sets_the_lr():
                                  "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"))
     assert one.lr == many.lr == pytest.approx(0.3 * 512 / 256)
     assert (one.world_size, many.world_size) == (1, 8)
-    assert "global batch 512 = 1 x 512 per process" in one.line()
-    assert "global batch 512 = 8 x 64 per process" in many.line()
+    assert "data.batch_size=512 global = 1 process x 512" in one.line()
+    assert "data.batch_size=512 global = 8 processes x 64" in many.line()
     assert many.line().startswith("lr 0.6 = 0.3 x 512/256 (optim.lr_scaling=linear")
     # a larger global batch on the same 8 processes rescales by the rule
     bigger = effective_lr(_compose("experiment=smoke", "optim=lars", "data.batch_size=2048",
@@ -127,7 +127,7 @@ def test_a_run_logs_and_trains_with_the_scaled_lr(tmp_path):
                       "monitor.knn.every_n_epochs=0", f"hydra.run.dir={run}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     header = "lr 0.0375 = 0.3 x 32/256 (optim.lr_scaling=linear, optim.base_batch_size=256; " \
-             "global batch 32 = 1 x 32 per process)"
+             "data.batch_size=32 global = 1 process x 32)"
     assert header in proc.stdout
     assert header in (run / "train.log").read_text()
     summary = json.loads((run / "summary.json").read_text())
@@ -145,4 +145,4 @@ def test_an_unscaled_run_says_so(smoke_session_run):
     summary = json.loads((smoke_session_run / "summary.json").read_text())
     assert (summary["lr"], summary["lr_base"], summary["lr_scaling"]) == (2e-3, 2e-3, "none")
     log = (smoke_session_run / "train.log").read_text()
-    assert "lr 0.002 (optim.lr_scaling=none: optim.optimizer.lr as given; global batch 64" in log
+    assert "lr 0.002 (optim.lr_scaling=none: optim.optimizer.lr as given; data.batch_size=64 global" in log

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from sslkit.errors import ConfigError
 from sslkit.eval.context import EvalContext, feature_dtype
+from sslkit.runtime.loggers import log_pictures
 from sslkit.stats.summary import summary_entries
 
 
@@ -78,7 +79,9 @@ def run_evaluators(evaluators: dict, ctx: EvalContext, console=None, write: bool
     results = {}
     for name, evaluator in evaluators.items():
         started = time.perf_counter()
+        pictures = _pictures(ctx.run_dir)
         result = jsonable(evaluator(ctx))
+        _log_new_pictures(ctx, pictures)
         result.setdefault("seconds", time.perf_counter() - started)
         if write:
             (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -86,6 +89,24 @@ def run_evaluators(evaluators: dict, ctx: EvalContext, console=None, write: bool
         if console is not None:
             console.print(f"eval/{name}{'.json written' if write else ' done'} ({result['seconds']:.1f} s)")
     return results
+
+
+PICTURES = "plots"  # where evaluators write their pictures (plots.PLOTS_DIR)
+
+
+def _pictures(run_dir: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (Path(run_dir) / PICTURES).glob("*.png")}
+
+
+def _log_new_pictures(ctx: EvalContext, before: dict[Path, int]) -> None:
+    """The pictures an evaluator wrote into ``<run_dir>/plots/`` go to the run's loggers that
+    show images (wandb, TensorBoard), whichever evaluator drew them; offline evaluations
+    (scripts/evaluate.py) have no trainer and no loggers."""
+    trainer = getattr(ctx.module, "_trainer", None)
+    if trainer is None:
+        return
+    new = {p.stem: p for p, stamp in sorted(_pictures(ctx.run_dir).items()) if before.get(p) != stamp}
+    log_pictures(trainer.loggers, new, step=trainer.global_step)
 
 
 def flatten(result: Mapping, prefix: str = "") -> list[tuple[str, object]]:

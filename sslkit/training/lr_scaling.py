@@ -39,7 +39,7 @@ class LRScaling:
     world_size: int | None  # devices x nodes; None where the trainer decides ("auto")
 
     def line(self) -> str:
-        """The run header's line: ``lr 0.6 = 0.3 x 512/256 (optim.lr_scaling=linear; ...)``."""
+        """The run header's line: ``lr 0.6 = 0.3 x 512/256 (optim.lr_scaling=linear, ...)``."""
         if self.rule == "none":
             shown = "the optimiser's default" if self.lr is None else f"{self.lr:g}"
             how = f"lr {shown} (optim.lr_scaling=none: optim.optimizer.lr as given"
@@ -48,9 +48,11 @@ class LRScaling:
             term = ratio if self.rule == "linear" else f"sqrt({ratio})"
             how = (f"lr {self.lr:.6g} = {self.base_lr:g} x {term} (optim.lr_scaling={self.rule}, "
                    f"optim.base_batch_size={self.base_batch_size}")
-        batch = f"global batch {self.global_batch}"
+        # (no " batch " word: progress lines are told apart by it)
+        batch = f"data.batch_size={self.global_batch} global"
         if self.world_size:
-            batch += f" = {self.world_size} x {self.global_batch // self.world_size} per process"
+            processes = "process" if self.world_size == 1 else "processes"
+            batch += f" = {self.world_size} {processes} x {self.global_batch // self.world_size}"
         if self.accumulate_grad_batches > 1:
             batch += f", x {self.accumulate_grad_batches} accumulated = {self.batch} per step"
         return f"{how}; {batch})"
