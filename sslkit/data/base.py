@@ -190,15 +190,15 @@ class ImageDataModule(L.LightningDataModule):
                                       "data.val_size to the number of training images to hold out")
                 data = _subset(self.split(self.probe_source), index)
             else:
-                data = promote_fields(self.cached(self.load_split(split), split))
+                data = promote_fields(self.reader(self.load_split(split), split))
                 if self.domain_shift:
                     data = apply_domain_shift(data, self.domain_shift, self.seed, split, self.name)
             self.splits[split] = data
         return self.splits[split]
 
-    def cached(self, data: Dataset, split: str) -> Dataset:
-        """``data`` read from its pre-decoded cache when ``data.cache`` is on and ``data`` is a
-        reader of image files (``decoded(i)``); else ``data`` itself."""
+    def reader(self, data: Dataset, split: str) -> Dataset:
+        """How a stored split's batches are read: from its pre-decoded cache when ``data.cache``
+        is on and ``data`` is a reader of image files (``decoded(i)``); else ``data`` itself."""
         if not self.cache or not hasattr(data, "decoded"):
             return data
         from sslkit.data.cache import cached_split

@@ -58,3 +58,75 @@ def decoder_info(name: str) -> dict:
     import torchvision
 
     return {"name": name, "torchvision": torchvision.__version__, "pillow": PIL.__version__}
+
+
+DEVICES = ("cpu", "cuda")
+
+
+def check_decode_device(device: str, cache: bool) -> None:
+    """Refuse, in one line, a decode device that is not ``cpu``/``cuda``, ``cuda`` on a machine
+    without one, or ``cuda`` beside a cache (whose images are decoded once already)."""
+    if device not in DEVICES:
+        raise ConfigError(f"data.decode_device={device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cuda" and cache:
+        raise ConfigError("data.decode_device=cuda decodes the JPEGs of runs without a cache; with "
+                          "data.cache=true they are decoded once already: set data.decode_device=cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("data.decode_device=cuda: no CUDA device here; decode on the CPU "
+                          "(data.decode_device=cpu) or decode once into a cache (data.cache=true)")
+
+
+class DeviceDecoded(torch.utils.data.Dataset):
+    """A per-item reader of image files (:class:`sslkit.data.imagefolder.FolderImages`) whose
+    batches are decoded on the GPU: the files are read in this process, decoded together by
+    ``torchvision.io.decode_jpeg(device="cuda")`` (nvJPEG), resized and centre-cropped there by the
+    reader's own transform; batches arrive on the device as uint8 ``[B, 3, S, S]``. Files that are
+    not JPEGs (or that nvJPEG refuses) are decoded on the CPU, one by one. nvJPEG and libjpeg-turbo
+    may differ by a level or two in some pixels. ``rows``: the reader's items this view holds;
+    ``device="cpu"`` runs the same batched path with libjpeg-turbo (its test without a GPU)."""
+
+    def __init__(self, data, device: str = "cuda", rows: torch.Tensor | None = None,
+                 fields: dict | None = None, origin: torch.Tensor | None = None) -> None:
+        self.__dict__.update({k: v for k, v in vars(data).items() if k not in ("labels", "fields")})
+        self.data, self.device = data, device
+        self.rows = rows if rows is not None else torch.arange(len(data))
+        self.labels = data.labels[self.rows]
+        self.fields = dict(fields if fields is not None else data.fields)
+        self.origin = origin if origin is not None else self.rows.clone()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([i])
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        from torchvision.io import decode_jpeg
+
+        index = torch.as_tensor(idx)
+        paths = [self.data.samples[int(r)][0] for r in self.rows[index]]
+        raw = [read_file(str(p)) for p in paths]
+        jpeg = [i for i, r in enumerate(raw) if len(r) > 2 and int(r[0]) == 0xFF and int(r[1]) == 0xD8]
+        images: list[torch.Tensor | None] = [None] * len(raw)
+        if jpeg:
+            try:
+                decoded = decode_jpeg([raw[i] for i in jpeg], mode=ImageReadMode.RGB, device=self.device)
+                for i, img in zip(jpeg, decoded):
+                    images[i] = img
+            except RuntimeError:  # a file nvJPEG cannot read (CMYK, progressive on old drivers)
+                pass
+        for i, img in enumerate(images):
+            if img is None:
+                images[i] = self.data.decode(paths[i]).to(self.device)
+        out = torch.stack([self.data.transform(img) for img in images])
+        return {"image": out, "label": self.labels[index], "index": index,
+                **{k: v[index] for k, v in self.fields.items()}}
+
+    def subset(self, index: torch.Tensor) -> "DeviceDecoded":
+        return DeviceDecoded(self.data, self.device, self.rows[index],
+                             {k: v[index] for k, v in self.fields.items()}, self.origin[index])
+
+    @staticmethod
+    def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return batch

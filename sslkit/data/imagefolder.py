@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 
 from sslkit.data.base import ImageDataModule
 from sslkit.data.decode import decoder as get_decoder
-from sslkit.data.decode import decoder_info
+from sslkit.data.decode import DeviceDecoded, check_decode_device, decoder_info
 from sslkit.errors import DataError
 
 
@@ -96,11 +96,15 @@ class ImageFolder(ImageDataModule):
         class_list: str | None = None,
         num_classes: int | None = None,
         decoder: str = "torchvision",
+        decode_device: str = "cpu",
         **kwargs,
     ) -> None:
         get_decoder(decoder)  # an unknown name is refused here, before any work
+        check_decode_device(decode_device, kwargs.get("cache", False))
         super().__init__(**kwargs)
-        self.decoder = decoder
+        self.decoder, self.decode_device = decoder, decode_device
+        if decode_device == "cuda":  # batches are decoded in this process: workers cannot use CUDA
+            self.num_workers, self.pin_memory = 0, False
         self.expected_classes = num_classes
         self.dirs = {"train": train_dir, "test": test_dir}
         self.image_size = image_size
@@ -115,6 +119,13 @@ class ImageFolder(ImageDataModule):
             self.classes = path.read_text().split()
             if not self.classes:
                 raise DataError(f"{path}: class list is empty")
+
+    def reader(self, data, split: str):
+        """The split's batches decoded on the GPU (``data.decode_device=cuda``), else as the base
+        reads them (from the cache when ``data.cache`` is on)."""
+        if self.decode_device == "cuda" and hasattr(data, "decoded"):
+            return DeviceDecoded(data, "cuda")
+        return super().reader(data, split)
 
     def class_names(self) -> list[str]:
         """Every split's class names in label order: the class list, else the union of the
