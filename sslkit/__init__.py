@@ -2,13 +2,14 @@
 
 ``sslkit.train(overrides=[...])`` runs what ``python train.py ...`` runs and returns its summary;
 ``sslkit.compose(overrides)`` gives the config it would use; ``sslkit.evaluate(checkpoint,
-[...])`` runs what ``scripts/evaluate.py`` runs and returns its results. Loss heads:
-``sslkit.losses``.
+[...])`` runs what ``scripts/evaluate.py`` runs and returns its results;
+``sslkit.from_pretrained(folder)`` returns the encoder of a model folder written by
+``scripts/export.py format=hf``. Loss heads: ``sslkit.losses``.
 """
 
 from __future__ import annotations
 
-__all__ = ["train", "compose", "evaluate"]
+__all__ = ["train", "compose", "evaluate", "from_pretrained"]
 
 
 def __getattr__(name: str):

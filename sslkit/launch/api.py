@@ -63,6 +63,15 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> d
     return run_train(cfg, run_dir, choices)
 
 
+def from_pretrained(folder: str | Path):
+    """The encoder of a model folder written by ``python scripts/export.py checkpoint=PATH
+    format=hf out=FOLDER`` (config.json, model.safetensors), its weights loaded strictly, in
+    eval mode. A folder that is not one raises ``sslkit.errors.CheckpointError``."""
+    from sslkit.training.hf_export import from_pretrained as load
+
+    return load(folder)
+
+
 def evaluate(checkpoint: str | Path | Sequence[str | Path], overrides: Sequence[str] = ()):
     """Run ``python scripts/evaluate.py checkpoint=CHECKPOINT OVERRIDES`` in this process and
     return the results: evaluator name -> its result dict (what ``eval/NAME.json`` holds), or a

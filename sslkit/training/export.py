@@ -126,7 +126,7 @@ def export_encoder(checkpoint: str | Path, out: str | Path | None = None) -> dic
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     model = build_encoder(recipe)
     model.load_state_dict(state, strict=True)
-    recipe["num_features"] = int(getattr(model, "num_features", 0) or _num_features(model, recipe))
+    recipe["num_features"] = count_features(model, recipe)
     folder = Path(out).expanduser() if out else run_dir_of(path) / "export"
     folder.mkdir(parents=True, exist_ok=True)
     files = {"safetensors": folder / "encoder.safetensors", "state_dict": folder / "encoder.pt",
@@ -135,6 +135,11 @@ def export_encoder(checkpoint: str | Path, out: str | Path | None = None) -> dic
     torch.save(state, files["state_dict"])
     files["recipe"].write_text(json.dumps(recipe, indent=2) + "\n")
     return files
+
+
+def count_features(model: nn.Module, recipe: dict) -> int:
+    """The width of the encoder's features: its ``num_features``, else measured on zeros."""
+    return int(getattr(model, "num_features", 0) or _num_features(model, recipe))
 
 
 @torch.no_grad()
