@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.jpeg_tree import write_tree
 from tests.conftest import make_cifar, make_fashion_mnist, make_stl10, run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,9 @@ def data_root(tmp_path_factory) -> Path:
     make_cifar(root, 10, n=20)
     make_cifar(root, 100, n=20)
     make_stl10(root)
+    # docs/data.md's /tmp/jpegs: 30 training JPEGs per class, so that the probes' split (what is
+    # left after the validation split takes half) holds more than the kNN's k=20
+    write_tree(root / "jpegs", 60, classes=2, val=2, quality=90)
     return root
 
 
@@ -105,9 +109,18 @@ def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -
         argv = [re.sub(r"runs/\.\.\./checkpoints/last\.ckpt", ckpt, a) for a in argv]
     argv = [re.sub(r"(?<![\w/.])runs/", f"{runs}/", a) for a in argv]
     argv[0] = sys.executable
+    if argv[1] in ("train.py", "scripts/evaluate.py"):  # docs/data.md's tree is in data_root
+        argv = [a.replace("/tmp/jpegs", str(data_root / "jpegs")) for a in argv]
     if argv[1] == "train.py":
         own_dir = any(a.startswith("hydra.run.dir=") for a in argv)
-        argv += smoke_scale(data_root, tmp_path / "run")[: -1 if own_dir else None]
+        extra = smoke_scale(data_root, tmp_path / "run")[: -1 if own_dir else None]
+        if any(a.startswith(f"data.root={data_root}/") for a in argv):  # a folder of data_root's
+            extra = [a for a in extra if not a.startswith("data.root=")]
+        nulled = [a.removesuffix("=null") + "." for a in argv if a.endswith("=null")]
+        extra = [a for a in extra if not a.startswith(tuple(nulled))] if nulled else extra  # monitor.knn=null
+        if "data.cache=true" in argv:  # not the user's ~/.cache
+            extra.append(f"data.cache_dir={tmp_path / 'cache'}")
+        argv += extra
     elif argv[1] == "scripts/bench.py":
         argv = [a if a != "/tmp/b.json" else str(tmp_path / "b.json") for a in argv]
         argv += ["--quick"] + ([] if "--out" in argv else ["--out", str(tmp_path / "bench.json")])
@@ -116,7 +129,7 @@ def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -
             i = argv.index("--jpeg-root")
             argv = argv[:i] + argv[i + 2:]
     elif argv[1] == "scripts/make_jpeg_tree.py":
-        argv = [a if a != "/tmp/jpegs" else str(tmp_path / "jpegs") for a in argv]
+        argv = [str(tmp_path / Path(a).name) if a.startswith("/tmp/") else a for a in argv]
         argv += ["--n", "4", "--classes", "2", "--val", "1"]
     elif argv[1] == "scripts/bench_gpu.py":
         argv += ["--allow-cpu", "--batch", "8", "--steps", "1", "--epochs", "1", "--no-compile",
