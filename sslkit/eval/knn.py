@@ -25,7 +25,8 @@ def knn_predict_many(
     ``dtype`` is the similarity product's (normalised in float32, then cast); the top-k and the
     weights are float32. ``torch.bfloat16`` halves the product's time on a CPU with native bf16."""
     bank = F.normalize(bank.float(), dim=1).to(dtype)
-    ks = [min(int(k), bank.shape[0]) for k in ks]
+    # two ks past the bank's size clamp to the same k: each is voted once
+    ks = sorted({min(int(k), bank.shape[0]) for k in ks})
     scores: dict[int, list[Tensor]] = {k: [] for k in ks}
     for q in F.normalize(queries.float(), dim=1).to(dtype).split(chunk):
         sim, idx = (q @ bank.T).float().topk(max(ks), dim=1)

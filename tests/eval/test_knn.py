@@ -47,6 +47,18 @@ def test_one_pass_serves_every_k():
                                    rtol=1e-4, atol=1e-3)
 
 
+def test_ks_past_the_bank_size_vote_once():
+    """A bank of 16 entries with k = (20, 200): both clamp to 16, and each query keeps one row of
+    scores (a README command on a tiny CIFAR stand-in found them voted twice)."""
+    g = torch.Generator().manual_seed(1)
+    bank, queries = torch.randn(16, 4, generator=g), torch.randn(8, 4, generator=g)
+    labels = torch.randint(0, 3, (16,), generator=g)
+    many = knn_predict_many(bank, labels, queries, 3, (20, 200), 0.1, chunk=3)
+    assert list(many) == [16] and many[16].shape == (8, 3)
+    torch.testing.assert_close(many[16], brute_force(bank, labels, queries, 3, 16, 0.1).float(),
+                               rtol=1e-4, atol=1e-3)
+
+
 def test_bf16_similarity_rounds_only_the_product():
     """In bfloat16 the normalised vectors and their product are rounded (8-bit mantissa), the
     top-k and weights are float32: scores within the rounding of exp(sim / t), same predictions
