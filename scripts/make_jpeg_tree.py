@@ -2,6 +2,7 @@
 
     python scripts/make_jpeg_tree.py --out /tmp/jpegs                    # 2,000 images, 10 classes
     python scripts/make_jpeg_tree.py --out /tmp/jpegs --n 300 --classes 4
+    python scripts/make_jpeg_tree.py --out /tmp/in100 --n 1000 --classes 100 --val 0   # ImageNet-100-shaped
 
 Images are ImageNet-like in size and in what a JPEG decoder has to do with them: about 500x375
 (a quarter portrait), smooth colour gradients, a few filled shapes with soft edges, and sensor-like
