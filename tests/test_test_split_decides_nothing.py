@@ -114,11 +114,12 @@ def test_a_single_run_with_a_test_objective_is_refused_before_any_work(tmp_path)
 
 def test_which_keys_are_test_keys():
     for key in ("linear_probe_top1", "linear_probe_top5", "knn_top1", "test/knn_top1",
-                "eval/knn/k20_top1", "eval/robust/slf/pgd20_linf_8", "eval/metrics/encoder/rankme"):
+                "eval/knn/k20_top1", "eval/robust/slf/pgd20_linf_8", "eval/metrics/encoder/rankme",
+                "eval/finetune/top1", "eval/semi/0.01/linear/top1", "eval/transfer/top1"):
         assert objective_error(key) is not None, key
     for key in (None, "val/linear_probe_top1", "val/knn_top1", "val/online_probe_top1",
                 "online_probe_top1", "eval/linear/holdout_top1/0.001", "eval/linear/train_top1",
-                "wall_seconds"):
+                "eval/finetune/val_top1", "eval/semi/0.01/linear/val_top1", "wall_seconds"):
         assert objective_error(key) is None, key
 
 

@@ -42,8 +42,9 @@ def check_composes(argv: list[str], config_name: str = "train") -> None:
 TEST_KEYS = {"linear_probe_top1": "val/linear_probe_top1", "linear_probe_top5": "val/linear_probe_top1",
              "knn_top1": "val/knn_top1"}
 # words of the eval/NAME/... keys that are not scores on the test split (the linear probe's
-# held-out part of the training split, its training accuracy, sizes, times, the chosen L2)
-NOT_TEST = ("holdout", "train", "seconds", "/l2", "/n_")
+# held-out part of the training split, its training accuracy, sizes, times, the chosen L2, and
+# the validation-split scores of the evaluators that select on it: finetune's, semi's val_top1)
+NOT_TEST = ("holdout", "train", "seconds", "/l2", "/n_", "/val_", "/val/")
 
 
 def objective_error(objective) -> str | None:
