@@ -44,14 +44,18 @@ ADVERSARIAL = ["adversarial=pgd", "adversarial.attack.steps=2", "adversarial.bn_
 
 # heads with state: schedules that change after the resume point (epoch 2, step 16): SwAV's
 # prototypes frozen until step 20, DINO's last layer until epoch 2 and its teacher temperature
-# warming up over 3 epochs; BYOL's cosine momentum
+# warming up over 3 epochs; BYOL's and MoCo v3's cosine momentum; NNCLR's support set (smaller
+# than the 512 smoke images, so that it has wrapped round before the resume point)
 HEAD_OVERRIDES = {
     "swav": ["loss.freeze_prototypes_iters=20"],
     "dino": ["loss.freeze_last_layer=2", "loss.warmup_teacher_temp_epochs=3"],
+    "nnclr": ["loss.queue_size=192"],
 }
+STATEFUL = ["byol", "mocov3", "swav", "dino", "nnclr"]
+STATELESS = ["simsiam", "barlow_twins", "vicreg", "supcon"]
 
 
-@pytest.mark.parametrize("loss", ["infonce", "moco", "infonce+adversarial", "byol", "swav", "dino"])
+@pytest.mark.parametrize("loss", ["infonce", "moco", "infonce+adversarial", *STATEFUL, *STATELESS])
 def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
     extra = [f"loss={loss.split('+')[0]}", "monitor.knn.every_n_epochs=0",
              *HEAD_OVERRIDES.get(loss, [])]
