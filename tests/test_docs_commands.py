@@ -68,9 +68,9 @@ def data_root(tmp_path_factory) -> Path:
     make_cifar(root, 10, n=8)
     make_cifar(root, 100, n=8)
     make_stl10(root)
-    # docs/data.md's /tmp/jpegs: 30 training JPEGs per class, so that the probes' split (what is
-    # left after the validation split takes half) holds more than the kNN's k=20
-    write_tree(root / "jpegs", 60, classes=2, val=2, quality=90)
+    # docs/data.md's /tmp/jpegs: 20 training JPEGs per class, so that what the validation split
+    # (half of them) leaves to pretrain on holds the smoke batch of 16
+    write_tree(root / "jpegs", 40, classes=2, val=2, quality=90)
     return root
 
 
