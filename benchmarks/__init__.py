@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SECTIONS = ("trainer", "augment", "heads", "precision", "views", "attack", "adversarial",
+SECTIONS = ("trainer", "augment", "heads", "baselines", "precision", "views", "attack", "adversarial",
             "embedding", "chunked", "decode", "cache")
 
 

@@ -16,6 +16,9 @@ Sections (``--only``):
 * ``heads``: forward+backward time of every head in configs/loss/ relative to InfoNCE at
   B = 256, 1024, 4096 (D = 128, V = 2); random momentum keys ``k`` and a queue of 4096 keys for
   the heads that need them.
+* ``baselines``: the full train step of the non-contrastive and clustering baselines (BYOL, SimSiam,
+  MoCo v3, Barlow Twins, VICReg, SwAV, DINO, NNCLR, SupCon) relative to InfoNCE's, and the peak memory
+  of one step at B = 4096 per head, each in its own process.
 * ``precision``: images/s of the real module's training step in fp32 (NCHW), fp32 channels_last
   (the default config), bf16 autocast, and torch.compile of the encoder.
 * ``views``: train-step images/s of the real module (Lightning Trainer, bare) with the MoCo

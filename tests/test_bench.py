@@ -157,6 +157,33 @@ def run_bench_gpu(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(torch_cuda_available(), reason="a CUDA device is present")
+def test_quick_baselines_bench_times_full_steps_against_infonce(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "baselines", "--heads", "byol", "--threads", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    section = json.loads(out.read_text())["sections"]["baselines"]
+    rows = {r["name"]: r for r in section["rows"]}
+    assert set(rows) == {"infonce", "byol", "encoder forward, 2 views, no gradient"}
+    assert rows["infonce"]["time_ratio_to_infonce"] == 1.0 and not rows["infonce"]["momentum_encoder"]
+    byol = rows["byol"]
+    assert byol["momentum_encoder"] and "error" not in byol
+    # the momentum goal: InfoNCE's step plus one no-gradient encoder forward, measured beside it
+    forward = rows["encoder forward, 2 views, no gradient"]
+    assert byol["goal_ratio"] == pytest.approx(1 + forward["seconds_median"] / rows["infonce"]["seconds_median"], abs=1e-3)
+    assert byol["meets_goal"] == (byol["time_ratio_to_infonce"] <= byol["goal_ratio"])
+    assert byol["memory_batch"] == 128 and byol["memory_peak_bytes"] >= 0 and math.isfinite(byol["memory_loss"])
+    assert "x InfoNCE" in proc.stdout
+
+
+def test_baselines_memory_child_measures_one_step_at_a_batch():
+    """What each head's own process runs in the full benchmark (here in this process): the peak
+    is reset before the step, so a bigger batch needs more."""
+    from benchmarks.baselines import child
+
+    small, big = child("supcon", 32, "cpu", 1), child("supcon", 512, "cpu", 1)
+    assert math.isfinite(small["loss"]) and big["peak_bytes"] > small["peak_bytes"] >= 0
+
+
 def test_bench_gpu_refuses_without_a_gpu(tmp_path):
     proc = run_bench_gpu("--out", str(tmp_path / "g.json"))
     assert proc.returncode == 2
