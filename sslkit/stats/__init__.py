@@ -6,6 +6,8 @@ CLI) only call. No torch import, so reports start in under a second.
   correction of a family, the verdict rule.
 - ``identity``: which config keys make two runs the same experiment (all but the seed and a
   short documented list); refusal of a setting that holds one seed twice.
+- ``power``: the design side: seeds a paired comparison needs for a difference, given the SD of
+  the per-seed differences, the level, the power and the Holm family (``scripts/study_power.py``).
 - ``aggregate``: evaluation results pooled over seeds, and compared (the evaluation CLI).
 - ``runs``, ``sweep``: the runs of Hydra multiruns (or a ``runs.csv``) as a report's rows and
   comparisons; ``tables``, ``plots``: that report as tables, files and pictures.
@@ -22,6 +24,8 @@ from sslkit.stats.compare import (
            welch_contrast,
 )
 from sslkit.stats.intervals import describe, mean_ci95, natural_key, t_quantile
+from sslkit.stats.power import detectable_effect, halfwidth, paired_power, pooled_sd, required_seeds
 
-__all__ = ["apply_holm", "compare", "contrast", "describe", "holm", "mean_ci95", "natural_key",
-           "paired_contrast", "t_quantile", "verdict", "welch_contrast"]
+__all__ = ["apply_holm", "compare", "contrast", "describe", "detectable_effect", "halfwidth", "holm",
+           "mean_ci95", "natural_key", "paired_contrast", "paired_power", "pooled_sd", "required_seeds",
+           "t_quantile", "verdict", "welch_contrast"]
