@@ -247,6 +247,32 @@ def test_append_attacks_the_anchor_against_the_clean_views_as_rocl():
     assert torch.isfinite(out.loss)
 
 
+def test_rocl_total_adds_the_pair_regulariser():
+    """RoCL's total with views=append, w_clean=0 and pair_weight=1/256: the head on the 2 clean
+    views + the adversarial anchor, plus 1/256 of the head on (adversarial anchor, clean view 1),
+    computed here by hand from the same deltas."""
+    module, views = build("adversarial=pgd", "adversarial.views=append", "loss=infonce",
+                          "loss.temperature=0.5", "adversarial.w_clean=0", "adversarial.pair_weight=0.00390625",
+                          "adversarial.attack.steps=2", "adversarial.bn_mode=eval")
+    module.train()
+    h, z = module.embed_views(module.online, views)
+    std = module.augment.std
+    deltas = module.robust.find_adversarial(module, views, [(v * std + module.augment.mean).clamp(0, 1)
+                                                            for v in views], z.detach(), {},
+                                            torch.Generator().manual_seed(2))
+    module.robust.find_adversarial = lambda *a, **k: deltas
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    out = module.robust(module, views, h, z, {})
+    module.load_state_dict(state)  # the same BatchNorm statistics for the reference forward
+    _, z_adv = module.embed_views(module.online, [views[0] + deltas[0] / std])
+    full = module.head(torch.cat([z, z_adv], 1)).loss
+    pair = module.head(torch.stack([z_adv[:, 0], z[:, 1]], 1)).loss
+    torch.testing.assert_close(out.logs["loss_pair"], pair.detach())
+    torch.testing.assert_close(out.loss, full + pair / 256)
+    with pytest.raises(ConfigError, match="pair_weight"):
+        build("adversarial=pgd", "adversarial.pair_weight=-1")
+
+
 # -- divergences ---------------------------------------------------------------------------------
 def test_squared_distance_against_cosines():
     gen = torch.Generator().manual_seed(0)

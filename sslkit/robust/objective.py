@@ -59,6 +59,11 @@ class RobustObjective(nn.Module):
             adversarial example is one more positive). Per-view extras of the head (momentum
             keys ``k``) get view 0's entry for the appended view.
         w_clean, w_adv, w_div: weights of the three terms.
+        pair_weight: weight of one more term, the head on the pair (adversarial anchor, clean
+            view 1): RoCL's regulariser ``(1 / lamda) * NT_xent([x_adv, target])``
+            (``attack_lib.py`` ``RepresentationAdv.get_loss``, lamda 256, ``regularize_to``
+            other), which with ``views=append``, ``w_clean=0`` and an NT-Xent head at
+            temperature 0.5 makes RoCL's total. 0: no such term.
         divergence: a ``functools.partial`` divergence of :mod:`sslkit.robust.divergence`
             (built here with the width of its ``space``), or None.
         sam_rho: radius of SAM on the clean term (0: plain gradient).
@@ -67,14 +72,15 @@ class RobustObjective(nn.Module):
     def __init__(self, attack: PGD, online: nn.Module, feature_dim: int, proj_dim: int,
                  bn_mode: str = "train", views: str = "replace", w_clean: float = 1.0,
                  w_adv: float = 1.0, w_div: float = 0.0, divergence=None,
-                 sam_rho: float = 0.0) -> None:
+                 sam_rho: float = 0.0, pair_weight: float = 0.0) -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
             raise ConfigError(f"adversarial.bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
         if views not in VIEW_MODES:
             raise ConfigError(f"adversarial.views must be one of {', '.join(VIEW_MODES)}, got {views!r}")
-        if min(w_clean, w_adv, w_div) < 0 or sam_rho < 0:
-            raise ConfigError("adversarial.w_clean, w_adv, w_div and sam_rho must be >= 0")
+        if min(w_clean, w_adv, w_div, pair_weight) < 0 or sam_rho < 0:
+            raise ConfigError("adversarial.w_clean, w_adv, w_div, pair_weight and sam_rho must be >= 0")
+        self.pair_weight = pair_weight
         self.attack, self.bn_mode, self.views = attack, bn_mode, views
         self.w_clean, self.w_adv, self.w_div, self.sam_rho = w_clean, w_adv, w_div, sam_rho
         if divergence is not None and not callable(divergence):
@@ -245,6 +251,8 @@ class RobustObjective(nn.Module):
             logs["loss_clean_sam"] = clean_term.detach()
 
         total = self.w_clean * clean_term + self.w_adv * out_adv.loss
+        if self.pair_weight > 0:
+            total = total + self.pair_weight * self._pair_loss(module, z_adv, z, extras, logs)
         if self.divergence is not None:
             clean_r, adv_r = (h, h_adv) if self.divergence.space == "features" else (z, z_adv)
             clean_r = clean_r[:, :adv_r.shape[1]]  # append: the anchor's clean/adversarial pair
@@ -254,6 +262,19 @@ class RobustObjective(nn.Module):
             if self.w_div > 0:
                 total = total + self.w_div * value
         return LossOutput(total, logs)
+
+    def _pair_loss(self, module, z_adv: Tensor, z: Tensor, extras: dict[str, Tensor],
+                   logs: dict) -> Tensor:
+        """The head on (adversarial view 0, clean view 1), per-view extras cut to those views."""
+        views = z.shape[1]
+        if views < 2:
+            raise ConfigError("adversarial.pair_weight needs at least 2 views (the adversarial "
+                              "anchor is paired with clean view 1)")
+        pair = torch.stack([z_adv[:, 0], z[:, 1]], 1)
+        ex = {k: t[:, :2] if t.dim() >= 3 and t.shape[1] == views else t for k, t in extras.items()}
+        loss = self._head(module, pair, ex).loss
+        logs["loss_pair"] = loss.detach()
+        return loss
 
     # -- checkpoint ----------------------------------------------------------------------------
     def checkpoint_state(self) -> dict:
