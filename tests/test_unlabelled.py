@@ -100,3 +100,5 @@ def test_a_run_with_labelled_folders_pretrains_and_probes(folders, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["global_step"] == 2 * (PHOTOS // 8) and summary["val/images"] == 3
     assert 0 <= summary["linear_probe_top1"] <= 1 and 0 <= summary["val/linear_probe_top1"] <= 1
+    # the online probe never saw a label: no best.ckpt following its chance-level validation top-1
+    assert summary["best_checkpoint"] is None and (tmp_path / "checkpoints" / "last.ckpt").exists()

@@ -104,6 +104,9 @@ class ImageDataModule(L.LightningDataModule):
     probe_split = "probe"
     # read from image files: ``data.cache=true`` keeps them decoded (sslkit/data/cache.py)
     cacheable = False
+    # the pretraining batches carry labels: the online probe learns from them and best.ckpt
+    # follows its validation top-1 (sslkit/training/build.py)
+    pretrain_labelled = True
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ class UnlabelledFolder(ImageFolder):
     is refused in one line before training (sslkit/training/preflight.py)."""
 
     name = "unlabelled"
+    pretrain_labelled = False  # no best.ckpt: the online probe never sees a label
     train_split, probe_source, test_split = "images", "train", "test"
 
     def __init__(self, probe_root: str | None = None, test_root: str | None = None, **kwargs) -> None:

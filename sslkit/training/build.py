@@ -61,6 +61,12 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 BEST_MONITOR = "val/online_probe_top1"
 
 
+def pretrain_labelled(cfg: DictConfig) -> bool:
+    """Whether the data's pretraining batches carry labels (an unlabelled folder's do not)."""
+    target = cfg.data.get("_target_")
+    return getattr(hydra.utils.get_class(target), "pretrain_labelled", True) if target else True
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     monitors = cfg.get("monitor") or {}
     callbacks = [instantiate(c, f"monitor.{name}") for name, c in monitors.items() if c]
@@ -77,10 +83,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
                            enable_version_counter=False)]
           if ck.every_n_train_steps else []),
         # best.ckpt: the epoch whose online probe scored best on the validation split (training
-        # images held out by data.val_size; never the test split). No validation split, no best
+        # images held out by data.val_size; never the test split). No validation split, or no
+        # labels in the pretraining batches for the probe to learn from: no best
         *([ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BEST_MONITOR,
                            mode="max", save_top_k=1, enable_version_counter=False)]
-          if cfg.data.get("val_size") is not None and monitors.get("online_probe") else []),
+          if cfg.data.get("val_size") is not None and monitors.get("online_probe")
+          and pretrain_labelled(cfg) else []),
         LearningRateMonitor(logging_interval="step"),
         *([ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", monitor="epoch",
                            mode="max", save_top_k=ck.keep_last, auto_insert_metric_name=False,
