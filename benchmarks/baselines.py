@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,12 +22,11 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from benchmarks.common import ROOT, build_data, build_module, load_config
-from benchmarks.timing import Series, interleave, synchronizer
+from benchmarks.timing import Series, interleave, peak_rss, reset_peak_rss, synchronizer
 
 RATIO_KEY = "time_ratio_to_infonce"
 HEADS = ("infonce", "byol", "simsiam", "mocov3", "barlow_twins", "vicreg", "swav", "dino", "nnclr",
@@ -138,30 +136,6 @@ def child(head: str, batch: int, device: str, threads: int, cfg=None, dm=None) -
     else:
         peak = peak_rss() - base
     return {"seconds": time.perf_counter() - t0, "peak_bytes": peak, "loss": float(loss)}
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-
-def reset_peak_rss() -> int:
-    """The resident size now, after resetting the process's peak to it (Linux: ``clear_refs``
-    5), so that the peak after the step is the step's alone and not the data loading's; where
-    the reset is not allowed, the lifetime peak (``getrusage``), which can only overstate the base."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_bytes("VmRSS")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def peak_rss() -> int:
-    try:
-        return _status_bytes("VmHWM")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_child(head: str, batch: int, device, threads: int) -> dict:

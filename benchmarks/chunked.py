@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import time
 import torch
 
 from benchmarks.common import ROOT
+from benchmarks.timing import peak_rss, reset_peak_rss
 
 RATIO_KEY = "time_ratio_to_dense"
 BATCHES, QUICK_BATCHES = (8192, 16384), (512, 1024)
@@ -92,7 +92,7 @@ def child(head_name: str, batch: int, queue: int, chunk: int | None, device: str
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = reset_peak_rss()
     t0 = time.perf_counter()
     loss = head(z, **extras).loss
     loss.backward()
@@ -102,7 +102,7 @@ def child(head_name: str, batch: int, queue: int, chunk: int | None, device: str
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = peak_rss() - base
     return {"seconds": seconds, "peak_bytes": peak, "loss": loss.item(),
             "grad_norm": z.grad.norm().item()}
 

@@ -9,6 +9,7 @@ once per repeat and rotates the order, so drifts in machine load hit all of them
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -103,3 +104,27 @@ def timer(fn: Callable[[], object], sync: Callable[[], None]) -> Callable[[], fl
         sync()
         return time.perf_counter() - t0
     return run
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_rss() -> int:
+    """The resident size now, after resetting the process's peak to it (Linux: ``clear_refs``
+    5), so that the peak after the step is the step's alone and not the data loading's; where
+    the reset is not allowed, the lifetime peak (``getrusage``), which can only overstate the base."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_bytes("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_rss() -> int:
+    try:
+        return _status_bytes("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
