@@ -11,21 +11,15 @@ encoder's, no gradient), timed here on the same views.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import ROOT, build_data, build_module, load_config
+from benchmarks.common import build_data, build_module, fit_step_times, load_config, run_module_child
 from benchmarks.timing import Series, interleave, peak_rss, reset_peak_rss, synchronizer
 
 RATIO_KEY = "time_ratio_to_infonce"
@@ -33,43 +27,6 @@ HEADS = ("infonce", "byol", "simsiam", "mocov3", "barlow_twins", "vicreg", "swav
          "supcon")
 MEMORY_BATCH, QUICK_MEMORY_BATCH = 4096, 128
 NON_MOMENTUM_GOAL = 1.5
-
-
-def fit_step_times(cfg, dm, device: torch.device, steps: int, warmup: int) -> Callable[[], list[float]]:
-    """A function that fits a fresh module for ``steps`` steps with a bare Trainer and returns
-    the step times after ``warmup`` (end of one step to the end of the next)."""
-    import lightning as L
-
-    sync = synchronizer(device)
-
-    def run() -> list[float]:
-        module = build_module(cfg, device)
-        times, last = [], [None]
-
-        class StepTimer(L.Callback):
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-                sync()
-                now = time.perf_counter()
-                if batch_idx >= warmup:
-                    times.append(now - last[0])
-                last[0] = now
-
-        root = tempfile.mkdtemp(prefix="sslkit-bench-baselines-")
-        trainer = L.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-            precision=cfg.trainer.precision, max_steps=steps, max_epochs=-1, limit_val_batches=0,
-            num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()],
-            use_distributed_sampler=False, default_root_dir=root)
-        sink = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                trainer.fit(module, datamodule=dm)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        return times
-
-    return run
 
 
 def encoder_forward(cfg, dm, device: torch.device) -> Callable[[], float]:
@@ -112,15 +69,7 @@ def child(head: str, batch: int, device: str, threads: int, cfg=None, dm=None) -
     module = build_module(cfg, dev).train()
     opt = torch.optim.AdamW(module.online.parameters(), lr=1e-3)
     step = module_step(module, opt)
-    step(images[:64])  # untimed: first-call allocations and dispatch
-
-    def labelled(images):  # module_step gives zeros as labels; SupCon reads them
-        batch_ = {"image": images, "label": labels[: len(images)]}
-        loss = module.training_step(batch_, 0)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+    step(images[:64], labels[:64])  # untimed: first-call allocations and dispatch
 
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -129,7 +78,7 @@ def child(head: str, batch: int, device: str, threads: int, cfg=None, dm=None) -
     else:
         base = reset_peak_rss()
     t0 = time.perf_counter()
-    loss = labelled(images)
+    loss = step(images, labels)  # SupCon reads the labels
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev) - base
@@ -139,13 +88,7 @@ def child(head: str, batch: int, device: str, threads: int, cfg=None, dm=None) -
 
 
 def run_child(head: str, batch: int, device, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.baselines", head, str(batch), str(device), str(threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        return {"error": tail[:300]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_module_child("benchmarks.baselines", head, batch, device, threads)
 
 
 def section_baselines(args, device) -> dict:
@@ -169,9 +112,9 @@ def section_baselines(args, device) -> dict:
         series.append(Series(head, 0, head=head, batch=batch, momentum_encoder=momentum[head]))
         runners.append(fit_step_times(cfg, dm, device, args.steps, args.warmup_steps))
     forward = Series("encoder forward, 2 views, no gradient", 0, batch=batch)
-    for _ in range(2):  # untimed: the first forwards of a fresh module
-        encoder_forward(base_cfg, dm, device)()
     forward_run = encoder_forward(base_cfg, dm, device)
+    for _ in range(2):  # untimed: the first forwards of a fresh module
+        forward_run()
     interleave([*series, forward], [*runners, lambda: [forward_run() for _ in range(args.iters)]],
                args.repeats)
     ref = next(s for s in series if s.name == "infonce")

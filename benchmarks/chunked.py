@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 import torch
 
-from benchmarks.common import ROOT
+from benchmarks.common import run_module_child
 from benchmarks.timing import peak_rss, reset_peak_rss
 
 RATIO_KEY = "time_ratio_to_dense"
@@ -108,14 +107,7 @@ def child(head_name: str, batch: int, queue: int, chunk: int | None, device: str
 
 
 def run_child(head: str, batch: int, queue: int, chunk: int | None, device, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.chunked", head, str(batch), str(queue), str(chunk),
-           str(device), str(threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        return {"error": tail[:300]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_module_child("benchmarks.chunked", head, batch, queue, chunk, device, threads)
 
 
 def section_chunked(args, device) -> dict:

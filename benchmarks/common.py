@@ -7,6 +7,14 @@ the ``trainer`` section compares the framework against.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,8 +119,10 @@ def module_step(module, opt, sched=None, autocast_dtype=None) -> Callable[[torch
     calls are no-ops without a Trainer."""
     device_type = next(module.parameters()).device.type
 
-    def step(images: torch.Tensor) -> torch.Tensor:
-        batch = {"image": images, "label": torch.zeros(len(images), dtype=torch.long, device=images.device)}
+    def step(images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            labels = torch.zeros(len(images), dtype=torch.long, device=images.device)
+        batch = {"image": images, "label": labels}
         with torch.autocast(device_type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):
             loss = module.training_step(batch, 0)["loss"]
@@ -146,3 +156,55 @@ def warm_process(device: torch.device, steps: int) -> list[float]:
         times.append(round(time.perf_counter() - t0, 3))
     return times
 
+
+def fit_step_times(cfg, dm, device: torch.device, steps: int, warmup: int,
+                   prepare: Callable[[torch.nn.Module], None] | None = None) -> Callable[[], list[float]]:
+    """A function that fits a fresh module (changed by ``prepare`` first, if given) for ``steps``
+    steps with a bare Lightning Trainer and returns the step times after ``warmup`` (end of one
+    step to the end of the next): the real step, EMA updates and callbacks' hooks included."""
+    import lightning as L
+
+    sync = synchronizer(device)
+
+    def run() -> list[float]:
+        module = build_module(cfg, device)
+        if prepare is not None:
+            prepare(module)
+        times, last = [], [None]
+
+        class StepTimer(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+                sync()
+                now = time.perf_counter()
+                if batch_idx >= warmup:
+                    times.append(now - last[0])
+                last[0] = now
+
+        root = tempfile.mkdtemp(prefix="sslkit-bench-fit-")
+        trainer = L.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+            precision=cfg.trainer.precision, max_steps=steps, max_epochs=-1, limit_val_batches=0,
+            num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()],
+            use_distributed_sampler=False, default_root_dir=root)
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                trainer.fit(module, datamodule=dm)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return times
+
+    return run
+
+
+def run_module_child(module: str, *args) -> dict:
+    """``python -m MODULE ARGS...`` in a fresh process (so that its peak memory is its own), and
+    the JSON of its last stdout line; ``{"error": ...}`` with its last stderr line if it failed."""
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return {"error": tail[:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -4,19 +4,13 @@ computing every view with both encoders; also the encoder rows per step of each,
 
 from __future__ import annotations
 
-import contextlib
-import io
-import shutil
-import tempfile
-import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import build_data, build_module, load_config
-from benchmarks.timing import Series, interleave, synchronizer
+from benchmarks.common import build_data, fit_step_times, load_config
+from benchmarks.timing import Series, interleave
 
 RATIO_KEY = "ratio_to_all_views"
 
@@ -40,7 +34,6 @@ class AllViewsHead(torch.nn.Module):
 
 
 def section_views(args, device) -> dict:
-    import lightning as L
 
     from sslkit.launch.run import quiet_lightning
 
@@ -48,8 +41,6 @@ def section_views(args, device) -> dict:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*`max_epochs` was not set.*")
     steps, warmup = args.steps, args.warmup_steps
-    sync = synchronizer(device)
-    tmp = Path(tempfile.mkdtemp(prefix="sslkit-bench-views-"))
     variants = [("moco", ["loss=moco"])]
     if not args.quick:
         variants.append(("cacr_mocov3, 2 global + 4 local crops",
@@ -57,64 +48,46 @@ def section_views(args, device) -> dict:
     rows = []
 
     def fit(cfg, dm, all_views: bool, counts: dict) -> Callable[[], list[float]]:
-        def run() -> list[float]:
-            module = build_module(cfg, device)
+        rows_seen = {"online": 0, "key": 0}
+
+        def prepare(module) -> None:
             if all_views:
                 every = list(range(module.augment.num_views))
                 module.views.query = every
                 if module.key_net is not None:
                     module.views.key = every
                 module.head = AllViewsHead(module.head)
-            rows_seen = {"online": 0, "key": 0}
+            rows_seen.update(online=0, key=0)
             for name, net in (("online", module.online.encoder),
                               ("key", module.key_net.net.encoder if module.key_net is not None else None)):
                 if net is not None:
                     net.register_forward_pre_hook(
                         lambda _m, a, name=name: rows_seen.__setitem__(name, rows_seen[name] + a[0].shape[0]))
-            times, last = [], [None]
 
-            class StepTimer(L.Callback):
-                def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx) -> None:
-                    sync()
-                    now = time.perf_counter()
-                    if batch_idx >= warmup:
-                        times.append(now - last[0])
-                    last[0] = now
+        timed = fit_step_times(cfg, dm, device, steps, warmup, prepare)
 
-            trainer = L.Trainer(
-                accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                precision=cfg.trainer.precision, max_steps=steps, max_epochs=-1,
-                limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, callbacks=[StepTimer()], use_distributed_sampler=False,
-                default_root_dir=str(Path(tempfile.mkdtemp(dir=tmp))),
-            )
-            sink = io.StringIO()
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                trainer.fit(module, datamodule=dm)
+        def run() -> list[float]:
+            times = timed()
             counts.update({k: v // steps for k, v in rows_seen.items()})
             return times
 
         return run
 
-    try:
-        for head, overrides in variants:
-            cfg = load_config(device, overrides)
-            dm, data_desc = build_data(cfg)
-            batch = int(cfg.data.batch_size)
-            after_counts, before_counts = {}, {}
-            after = Series(f"{head}: query/key views only", batch, head=head)
-            before = Series(f"{head}: every view, both encoders (before)", batch, head=head)
-            interleave([before, after], [fit(cfg, dm, True, before_counts), fit(cfg, dm, False, after_counts)],
-                       args.repeats)
-            row_b, row_a = before.record(), after.record(before, "ratio_to_all_views")
-            row_b["encoder_rows_per_step"], row_a["encoder_rows_per_step"] = before_counts, after_counts
-            if before_counts and after_counts:
-                row_a["encoder_rows_ratio"] = {k: after_counts[k] / before_counts[k]
-                                               for k in before_counts if before_counts[k]}
-            rows += [row_b, row_a]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for head, overrides in variants:
+        cfg = load_config(device, overrides)
+        dm, data_desc = build_data(cfg)
+        batch = int(cfg.data.batch_size)
+        after_counts, before_counts = {}, {}
+        after = Series(f"{head}: query/key views only", batch, head=head)
+        before = Series(f"{head}: every view, both encoders (before)", batch, head=head)
+        interleave([before, after], [fit(cfg, dm, True, before_counts), fit(cfg, dm, False, after_counts)],
+                   args.repeats)
+        row_b, row_a = before.record(), after.record(before, "ratio_to_all_views")
+        row_b["encoder_rows_per_step"], row_a["encoder_rows_per_step"] = before_counts, after_counts
+        if before_counts and after_counts:
+            row_a["encoder_rows_ratio"] = {k: after_counts[k] / before_counts[k]
+                                           for k in before_counts if before_counts[k]}
+        rows += [row_b, row_a]
     return {
         "title": "views each head computes: train-step images/s of the real module, only the views "
                  "the head reads vs every view through both encoders",
