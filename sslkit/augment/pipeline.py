@@ -112,6 +112,14 @@ class ViewAugment(nn.Module):
         ]
         return out
 
+    @torch.no_grad()
+    def crop_flip(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The supervised probes' training view: the global crop and flip of the pretraining
+        views, normalised, without their colour and blur augmentations."""
+        x = ops.random_resized_crop(self.to_float(images), self.crop_size, self.scale, self.ratio,
+                                    self.flip_p, generator)
+        return self.normalize(x)
+
     # differentiable (no no_grad): adversarial attacks need the gradient through it
     def eval_transform(self, images: Tensor) -> Tensor:
         x = self.to_float(images)

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.augment import ops
 from sslkit.data.base import SubsetImages
 from sslkit.errors import ConfigError
 from sslkit.eval.linear import classification_report, holdout_split, top1
@@ -171,10 +170,7 @@ class FineTune:
             for item in loader:
                 images = item["image"].to(device, non_blocking=True)
                 labels = item["label"].to(device, non_blocking=True)
-                with torch.no_grad():
-                    x = ops.random_resized_crop(aug.to_float(images), aug.crop_size, aug.scale,
-                                                aug.ratio, aug.flip_p, gen)
-                    x = module._layout(aug.normalize(x))
+                x = module._layout(aug.crop_flip(images, gen))
                 with torch.enable_grad(), self._autocast(ctx):
                     loss = F.cross_entropy(model(x).float(), labels)
                 opt.zero_grad(set_to_none=True)

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslkit.augment import ops
 from sslkit.eval.linear import classification_report
 
 
@@ -62,9 +61,7 @@ class LinearSGD:
                 images = batch["image"][keep].to(device, non_blocking=True)
                 labels = batch["label"][keep].to(device, non_blocking=True)
                 with torch.no_grad():
-                    x = ops.random_resized_crop(aug.to_float(images), aug.crop_size, aug.scale,
-                                                aug.ratio, aug.flip_p, gen)
-                    feats = encoder(module._layout(aug.normalize(x))).float()
+                    feats = encoder(module._layout(aug.crop_flip(images, gen))).float()
                 with torch.enable_grad():
                     loss = F.cross_entropy(head(feats), labels)
                     opt.zero_grad(set_to_none=True)
