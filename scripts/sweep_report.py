@@ -29,8 +29,11 @@ they share none (``--unpaired``: always Welch). Differences are taken on the ``-
 metrics (default: the primary metric) and corrected with Holm within each family: the report's
 comparisons on one metric (``--family metric``, the default) or all of them (``--family all``);
 the verdict, the same for every row and metric, is the sign of the difference where its
-Holm-adjusted p-value is below 0.05 (no test, ``untested``, with fewer than 2 values or no
-spread at all). ``--primary`` names the table's primary metric
+Holm-adjusted p-value is below 0.05 (``holds`` / ``does not hold`` against the ``--predict``
+sign); an uncalled difference whose t-interval at the Bonferroni level 0.05 / m lies inside
++-``--within`` points (0.3; a metric times ``--scale``, 100 for fractions) reads ``within 0.3``
+(docs/results_protocol.md, "Verdict rule"), any other ``inconclusive``; no test, ``untested``,
+with fewer than 2 values or no spread at all. ``--primary`` names the table's primary metric
 (default: the first of ``--metrics``).
 
 Prints the tables (rich, or ``--markdown``), writes ``report.csv`` (per setting), ``runs.csv`` (per
@@ -90,6 +93,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--family", choices=("metric", "all"), default="metric",
                    help="the Holm families: each metric's comparisons (default), or all comparisons of "
                         "the report together")
+    p.add_argument("--within", type=float, default=0.3, metavar="POINTS",
+                   help="label an uncalled difference whose interval at the Bonferroni level (0.05 / m) "
+                        "lies inside +-POINTS 'within POINTS' (default: 0.3; 0: no label)")
+    p.add_argument("--scale", type=float, default=100.0,
+                   help="multiplies a metric into points for --within (default: 100, for fractions)")
+    p.add_argument("--predict", nargs="+", choices=("higher", "lower", "none"), metavar="SIGN",
+                   help="the predicted sign (higher, lower, none: no difference), one for every comparison or "
+                        "one per --compare, --pairs and --interaction selection in that order; verdicts "
+                        "then read holds / does not hold")
     p.add_argument("--unpaired", action="store_true",
                    help="Welch intervals even where rows share seeds (seeds that do not share weights "
                         "or augmentation streams)")
@@ -131,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                               args.group_by, pairs=args.pairs, interactions=args.interaction,
                               compare_on=args.compare_on, family=args.family, primary=args.primary,
                               paired=False if args.unpaired else None, ignore=args.ignore_keys,
-                              extra_metrics=extra)
+                              extra_metrics=extra, within=args.within, scale=args.scale,
+                              predict=args.predict)
     except (ValueError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

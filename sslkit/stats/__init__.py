@@ -3,7 +3,7 @@ CLI) only call. No torch import, so reports start in under a second.
 
 - ``intervals``: mean and 95% t-interval of one setting's seeds, natural order of run names.
 - ``compare``: differences between settings, paired over shared seeds or Welch, Holm's
-  correction of a family, the verdict rule.
+  correction of a family, the verdict rule (with its predicted sign and the *within* label).
 - ``identity``: which config keys make two runs the same experiment (all but the seed and a
   short documented list); refusal of a setting that holds one seed twice.
 - ``power``: the design side: seeds a paired comparison needs for a difference, given the SD of
@@ -16,6 +16,7 @@ CLI) only call. No torch import, so reports start in under a second.
 
 from sslkit.stats.compare import (
            apply_holm,
+           bonferroni_interval,
            compare,
            contrast,
            holm,
@@ -26,6 +27,6 @@ from sslkit.stats.compare import (
 from sslkit.stats.intervals import describe, mean_ci95, natural_key, t_quantile
 from sslkit.stats.power import detectable_effect, halfwidth, paired_power, pooled_sd, required_seeds
 
-__all__ = ["apply_holm", "compare", "contrast", "describe", "detectable_effect", "halfwidth", "holm",
+__all__ = ["apply_holm", "bonferroni_interval", "compare", "contrast", "describe", "detectable_effect", "halfwidth", "holm",
            "mean_ci95", "natural_key", "paired_contrast", "paired_power", "pooled_sd", "required_seeds",
            "t_quantile", "verdict", "welch_contrast"]

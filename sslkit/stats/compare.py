@@ -9,7 +9,11 @@ shared seed are compared with Welch's unequal-variance t-interval
 it dropped (``dropped``: seeds only one side has, non-finite values). A family of comparisons is
 corrected with Holm-Bonferroni (``holm``, ``apply_holm``); the verdict rule is one for every
 row and metric: the difference is called where its Holm-adjusted p-value is below ``alpha``
-(equivalently, where its t-interval at Holm's level for its rank excludes 0).
+(equivalently, where its t-interval at Holm's level for its rank excludes 0). With a predicted
+sign it *holds* (called with that sign) or *does not hold* (called with the other); an uncalled
+difference whose t-interval at the Bonferroni level ``alpha / m`` lies inside ``(-margin,
++margin)`` is labelled *within* the margin (no difference the study was built to see), any
+other is *inconclusive* (docs/results_protocol.md, "Verdict rule").
 
 A side is a mapping seed -> value or a list of ``(seed, value)``; a seed of ``None`` is unknown
 (never paired).
@@ -41,10 +45,11 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _result(test: str, diff: float, half: float, t: float, df: float, p: float, **extra) -> dict:
+def _result(test: str, diff: float, half: float, t: float, df: float, p: float, se: float = math.nan,
+            **extra) -> dict:
     low, high = (diff - half, diff + half) if math.isfinite(half) else (math.nan, math.nan)
     return {"test": test, "diff": diff, "ci95": half, "low": low, "high": high, "t": t, "df": df,
-            "p": p, **extra}
+            "p": p, "se": se, **extra}
 
 
 def _no_spread(sd: float, values: list[float]) -> bool:
@@ -66,9 +71,9 @@ def one_sample(values: list[float]) -> dict:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     df = n - 1
     if _no_spread(sd, values):
-        return _result("paired", mean, 0.0, math.nan, df, math.nan, note="zero spread")
+        return _result("paired", mean, 0.0, math.nan, df, math.nan, 0.0, note="zero spread")
     se = sd / math.sqrt(n)
-    return _result("paired", mean, t_quantile(df) * se, mean / se, df, t_sf(mean / se, df), note="")
+    return _result("paired", mean, t_quantile(df) * se, mean / se, df, t_sf(mean / se, df), se, note="")
 
 
 def paired_contrast(parts: list[tuple[float, Side]]) -> dict:
@@ -110,7 +115,7 @@ def welch_contrast(parts: list[tuple[float, Side]]) -> dict:
         return {**_result("welch", diff, 0.0, math.nan, math.nan, math.nan, note="zero spread"), **extra}
     df = se2 ** 2 / sum(t ** 2 / (len(v) - 1) for t, (_, v, _) in zip(terms, sides))
     se = math.sqrt(se2)
-    return {**_result("welch", diff, t_quantile(df) * se, diff / se, df, t_sf(diff / se, df), note=""),
+    return {**_result("welch", diff, t_quantile(df) * se, diff / se, df, t_sf(diff / se, df), se, note=""),
             **extra}
 
 
@@ -141,23 +146,58 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-def verdict(diff: float, p: float, alpha: float = ALPHA, note: str = "") -> str:
-    """``higher`` / ``lower`` (the first side minus the second; p below ``alpha``),
-    ``inconclusive``, or ``untested`` (no test: fewer than 2 values, or no spread; ``note``
+PREDICTIONS = ("higher", "lower", "none")
+
+
+def verdict(diff: float, p: float, alpha: float = ALPHA, note: str = "", predicted: str | None = None,
+            within: str = "") -> str:
+    """The verdict of one comparison (the first side minus the second) from its Holm-adjusted
+    ``p``. Called (p below ``alpha``): ``higher`` / ``lower``, or against a ``predicted`` sign
+    ``holds`` / ``does not hold`` (``predicted="none"``, a prediction of no difference: any
+    called difference does not hold). Not called: ``within``, the label of a comparison whose
+    interval at the Bonferroni level lies inside the margin (``within 0.3``; empty where it does
+    not), which holds a prediction of no difference (``holds (within 0.3)``); else
+    ``inconclusive``. ``untested`` without a test (fewer than 2 values, or no spread; ``note``
     says which)."""
+    if predicted not in (None, *PREDICTIONS):
+        raise ValueError(f"predicted={predicted!r}: one of {', '.join(PREDICTIONS)} (or None)")
     if not _is_number(p) or not _is_number(diff):
         return f"untested ({note})" if note else "untested"
     if p < alpha:
-        return "higher" if diff > 0 else "lower"
+        sign = "higher" if diff > 0 else "lower"
+        return sign if predicted is None else "holds" if predicted == sign else "does not hold"
+    if within:
+        return f"holds ({within})" if predicted == "none" else within
     return "inconclusive"
 
 
-def apply_holm(comparisons: list[dict], alpha: float = ALPHA) -> list[dict]:
+def bonferroni_interval(c: dict, family_size: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """The comparison's t-interval at the Bonferroni level ``alpha / family_size`` (two-sided):
+    ``diff -+ t(1 - alpha / (2 m), df) * se``; NaN where it has no standard error."""
+    se, df, diff = c.get("se", math.nan), c.get("df", math.nan), c.get("diff", math.nan)
+    if family_size < 1 or not all(_is_number(v) for v in (se, df, diff)):
+        return math.nan, math.nan
+    half = t_quantile(df, 1.0 - alpha / (2.0 * family_size)) * se
+    return diff - half, diff + half
+
+
+def apply_holm(comparisons: list[dict], alpha: float = ALPHA, margin: float | None = None,
+               margin_label: str | None = None) -> list[dict]:
     """Holm over ``comparisons`` (one family): each gets ``p_holm``, ``family_size`` (the tested
-    ones) and ``verdict`` (on ``p_holm``). Returns the same dicts."""
+    ones) and ``verdict`` (on ``p_holm``, against the comparison's ``predicted`` sign where it
+    has one). With a ``margin`` (in the metric's units), each also gets its interval at the
+    Bonferroni level ``alpha / family_size`` (``bonferroni_low``, ``bonferroni_high``) and an
+    uncalled comparison whose interval lies inside ``(-margin, +margin)`` is labelled
+    ``margin_label`` (default ``within MARGIN``). Returns the same dicts."""
     adjusted = holm([c["p"] for c in comparisons])
     size = sum(_is_number(c["p"]) for c in comparisons)
+    label = margin_label or (f"within {margin:g}" if margin else "")
     for c, p in zip(comparisons, adjusted):
         c["p_holm"], c["family_size"] = p, size
-        c["verdict"] = verdict(c["diff"], p, alpha, c.get("note", ""))
+        inside = False
+        if margin:
+            c["bonferroni_low"], c["bonferroni_high"] = low, high = bonferroni_interval(c, size, alpha)
+            inside = _is_number(p) and -margin < low and high < margin
+        c["verdict"] = verdict(c["diff"], p, alpha, c.get("note", ""), c.get("predicted"),
+                               label if inside else "")
     return comparisons

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sslkit.stats.compare import ALPHA, apply_holm, contrast
+from sslkit.stats.compare import ALPHA, PREDICTIONS, apply_holm, contrast
 from sslkit.stats.compare import compare as compare_sides
 from sslkit.stats.identity import differing_keys, refuse_duplicate_seeds
 from sslkit.stats.intervals import describe, natural_key
@@ -181,20 +181,27 @@ def interaction_pairs(rows: list[dict], keys: list[str], pairs: list[tuple[dict,
 
 def add_comparisons(report: dict, pairs: list[tuple[dict, dict]], metrics: list[str], family: str,
                     paired: bool | None, alpha: float,
-                    interactions: list[tuple[tuple[dict, dict], tuple[dict, dict]]] = ()) -> None:
+                    interactions: list[tuple[tuple[dict, dict], tuple[dict, dict]]] = (),
+                    margin: float | None = None, margin_label: str | None = None,
+                    predicted: list[str | None] | None = None,
+                    interactions_predicted: list[str | None] | None = None) -> None:
     """``report["comparisons"]``: every pair of rows on every metric (a minus b), and every
     interaction ((a1 - b1) - (a2 - b2)), paired over the seeds all their rows share, else Welch;
     corrected with Holm within each family: the comparisons on one metric (``family="metric"``)
-    or all of them (``family="all"``)."""
+    or all of them (``family="all"``). ``margin``: the *within* label of the verdict rule
+    (``sslkit.stats.compare.apply_holm``); ``predicted``, ``interactions_predicted``: the sign
+    each pair and interaction predicts (``higher``, ``lower``, ``none``; None: no prediction)."""
     rows, keys = report["rows"], report["keys"]
+    predicted = list(predicted or [None] * len(pairs))
+    interactions_predicted = list(interactions_predicted or [None] * len(interactions))
     out = []
-    for row, ref in pairs:
+    for (row, ref), sign in zip(pairs, predicted):
         for m in metrics:
             c = compare_sides(row["_seeded"][m], ref["_seeded"][m], paired)
             c.update({"kind": "pair", "a": rows.index(row), "b": rows.index(ref),
-                      "label": label(row, ref, keys), "metric": m})
+                      "label": label(row, ref, keys), "metric": m, "predicted": sign})
             out.append(c)
-    for (a1, b1), (a2, b2) in interactions:
+    for ((a1, b1), (a2, b2)), sign in zip(interactions, interactions_predicted):
         inner = [k for k in keys if a1[k] == a2[k] and b1[k] == b2[k]]
         text = f"({label(a1, b1, inner)}) for {label(a1, a2, [k for k in keys if k not in inner])}"
         for m in metrics:
@@ -202,14 +209,14 @@ def add_comparisons(report: dict, pairs: list[tuple[dict, dict]], metrics: list[
                           (+1, b2["_seeded"][m])], paired)
             c.update({"kind": "interaction", "a": rows.index(a1), "b": rows.index(b1),
                       "c": rows.index(a2), "d": rows.index(b2),
-                      "label": text, "metric": m})
+                      "label": text, "metric": m, "predicted": sign})
             out.append(c)
     families: dict[str, list[dict]] = {}
     for c in out:
         c["family"] = c["metric"] if family == "metric" else "all"
         families.setdefault(c["family"], []).append(c)
     for members in families.values():
-        apply_holm(members, alpha)
+        apply_holm(members, alpha, margin, margin_label)
     report["comparisons"] = out
 
 
@@ -220,7 +227,9 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
                  compare_on: list[str] | None = None,
                  family: str = "metric", primary: str | None = None,
                  paired: bool | None = None, ignore: list[str] | None = None,
-                 extra_metrics: list[str] | None = None, alpha: float = ALPHA) -> dict:
+                 extra_metrics: list[str] | None = None, alpha: float = ALPHA,
+                 within: float | None = None, scale: float = 100.0,
+                 predict: list[str] | None = None) -> dict:
     """Everything the table, CSV, JSON and plots show; also what tests check.
 
     ``sweep_dir``: sweep dirs and/or ``runs.csv`` files, pooled. ``metrics``: summary keys (default:
@@ -234,7 +243,12 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
     (default: the primary metric), and corrected with Holm within each family: the comparisons
     on one metric (``family="metric"``), or all of them (``family="all"``). ``paired``: None
     pairs where seeds are shared, False forces Welch. ``ignore``: more config keys that do not
-    split a row. ``extra_metrics``: summarised too (a plotted metric), after ``metrics``."""
+    split a row. ``extra_metrics``: summarised too (a plotted metric), after ``metrics``.
+    ``within``: the verdict rule's margin in points (a metric times ``scale``; 100 for fractions):
+    an uncalled comparison whose interval at the Bonferroni level lies inside it is labelled
+    ``within W`` (None or 0: no label). ``predict``: the predicted sign (``higher``, ``lower``,
+    ``none``) of every comparison (one value), or one per selection in the order ``compare``,
+    ``pairs``, ``interactions``; verdicts then read holds / does not hold."""
     dirs = [sweep_dir] if isinstance(sweep_dir, (str, Path)) else list(sweep_dir)
     runs, csv_metrics = read_sources([Path(d) for d in dirs], seed_key)
     metrics = list(metrics or csv_metrics or DEFAULT_METRICS)
@@ -269,13 +283,26 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
         "compare_on": compare_on, "family": family,
         "alpha": alpha, "missing": [str(r.path) for r in runs if r.summary is None], "comparisons": [],
     }
+    selections = int(compare is not None) + len(pairs or []) + len(interactions or [])
+    signs = list(predict or [])
+    if len(signs) == 1:
+        signs *= max(1, selections)
+    if signs and len(signs) != selections:
+        raise ValueError(f"--predict: {len(predict)} signs for {selections} selections (--compare, "
+                         "--pairs, --interaction); give one sign, or one per selection in that order")
+    bad = [s for s in signs if s not in PREDICTIONS]
+    if bad:
+        raise ValueError(f"--predict {' '.join(bad)}: a sign is one of {', '.join(PREDICTIONS)}")
+    sign_of = iter(signs or [None] * selections)
     chosen: list[tuple[dict, dict]] = []
+    chosen_signs: list[str | None] = []
     if compare is not None:
         if compare[0] not in group_keys or not any(r[compare[0]] == compare[1] for r in rows):
             raise ValueError(f"--compare {compare[0]}={compare[1]}: no row has it; swept keys and values: "
                              + "; ".join(f"{k}: {', '.join(ordered_values(runs, k))}" for k in group_keys))
         chosen += [(a, b) for a, b in pair_rows(rows, group_keys, {}, {compare[0]: compare[1]})
                    if a[compare[0]] != compare[1]]
+        chosen_signs += [next(sign_of)] * len(chosen)
     for text in pairs or []:
         a, b = parse_pair(text)
         unknown = [k for k in (*a, *b) if k not in group_keys]
@@ -285,8 +312,10 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
         found = pair_rows(rows, group_keys, a, b)
         if not found:
             raise ValueError(f"--pairs {text}: no row matches both sides with its other keys equal")
-        chosen += [p for p in found if not any(p[0] is q[0] and p[1] is q[1] for q in chosen)]
-    crossed = []
+        new = [p for p in found if not any(p[0] is q[0] and p[1] is q[1] for q in chosen)]
+        chosen += new
+        chosen_signs += [next(sign_of)] * len(new)
+    crossed, crossed_signs = [], []
     for text in interactions or []:
         a, b = parse_pair(text)
         found = interaction_pairs(rows, group_keys, chosen, a, b)
@@ -294,9 +323,13 @@ def build_report(sweep_dir: Path | list[Path], metrics: list[str] | None = None,
             raise ValueError(f"--interaction {text}: no compared pair of rows matching the first side "
                              "has a compared pair matching the second with the same other keys")
         crossed += found
+        crossed_signs += [next(sign_of)] * len(found)
     if family not in ("metric", "all"):
         raise ValueError(f"family={family!r}: metric (one Holm family per metric) or all")
-    add_comparisons(report, chosen, compare_on, family, paired, alpha, crossed)
+    margin = within / scale if within else None
+    report["within"], report["scale"], report["predict"] = within or None, scale, signs or None
+    add_comparisons(report, chosen, compare_on, family, paired, alpha, crossed, margin,
+                    f"within {within:g}" if within else None, chosen_signs, crossed_signs)
     if compare is not None:  # each row's difference from its reference, as columns
         for row in rows:
             for m in compare_on:

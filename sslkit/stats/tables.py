@@ -12,7 +12,8 @@ from sslkit.stats.jsonio import write_json
 from sslkit.stats.sweep import COMPARISON_FIELDS, STATS, short
 
 COMPARISON_COLUMNS = ("label", "metric", "test", "n", "n_a", "n_b", "dropped", "diff", "ci95", "low",
-                      "high", "df", "t", "p", "family", "family_size", "p_holm", "verdict", "note")
+                      "high", "df", "t", "p", "family", "family_size", "p_holm", "bonferroni_low",
+                      "bonferroni_high", "predicted", "verdict", "note")
 
 
 def fmt(mean: float, ci: float, metric: str = "") -> str:
@@ -76,7 +77,14 @@ def caption(report: dict) -> str:
         where = ("each metric's comparisons" if report["family"] == "metric" else "all comparisons")
         text += (" Δ: " + "; ".join(names[t] for t in tests)
                  + f". Holm within {where} ({' / '.join(str(n) for n in sizes.values())} tested);"
-                 f" verdict where p (Holm) < {report['alpha']}.")
+                 f" verdict where p (Holm) < {report['alpha']}")
+        if report.get("predict"):
+            text += " (holds: with the predicted sign; does not hold: with the other)"
+        if report.get("within"):
+            w, scale = report["within"], report.get("scale", 100.0)
+            text += (f"; within {w:g}: not called, and the interval at the Bonferroni level"
+                     f" {report['alpha']} / m lies inside ±{w:g} points (x{scale:g})")
+        text += "."
     return text
 
 

@@ -161,3 +161,65 @@ def test_apply_holm_sets_adjusted_p_family_size_and_verdicts():
     assert [c["family_size"] for c in comparisons] == [3] * 4
     assert [c["p_holm"] for c in comparisons[:3]] == pytest.approx([0.003, 0.04, 0.04])
     assert [c["verdict"] for c in comparisons] == ["higher", "lower", "higher", "untested"]
+
+
+# -- the verdict rule of docs/results_protocol.md: holds, does not hold, within 0.3, inconclusive ---
+SEEDS = 16
+# per-seed differences with mean 0 and SD 1 (population centred and scaled), so a family's
+# differences are exactly ``mean + sd * UNIT``
+_z = np.random.default_rng(3).normal(size=SEEDS)
+UNIT = (_z - _z.mean()) / _z.std(ddof=1)
+
+
+def constructed(mean: float, sd: float) -> dict:
+    """A paired comparison whose 16 per-seed differences have this mean and SD (fractions)."""
+    base = 0.85 + 0.01 * np.random.default_rng(4).normal(size=SEEDS)
+    return compare(dict(enumerate(base + mean + sd * UNIT)), dict(enumerate(base)))
+
+
+def test_verdicts_on_constructed_paired_differences():
+    """A family of four at 16 seeds, margin 0.3 points (0.003 as a fraction): a 1-point gain
+    holds, a 1-point loss does not hold the predicted gain, a 0.02-point difference whose
+    Bonferroni interval (alpha / 4) lies inside +-0.3 reads within 0.3, and a noisy 0.1-point
+    one is inconclusive; the Bonferroni interval is scipy's at 1 - 0.05 / 4."""
+    family = [constructed(0.01, 0.002), constructed(-0.01, 0.002), constructed(0.0002, 0.001),
+              constructed(0.001, 0.01)]
+    for c in family:
+        c["predicted"] = "higher"
+    apply_holm(family, margin=0.003, margin_label="within 0.3")
+    assert [c["verdict"] for c in family] == ["holds", "does not hold", "within 0.3", "inconclusive"]
+    for c, (mean, sd) in zip(family, [(0.01, 0.002), (-0.01, 0.002), (0.0002, 0.001), (0.001, 0.01)]):
+        ref = scipy_stats.ttest_1samp(mean + sd * UNIT, 0.0).confidence_interval(1 - 0.05 / 4)
+        assert (c["bonferroni_low"], c["bonferroni_high"]) == pytest.approx((ref.low, ref.high), rel=1e-9)
+    within, noisy = family[2], family[3]
+    assert -0.003 < within["bonferroni_low"] and within["bonferroni_high"] < 0.003 and within["p_holm"] >= 0.05
+    assert noisy["bonferroni_high"] > 0.003 and noisy["p_holm"] >= 0.05
+    # the label reads the interval at alpha / m, wider than the 95% one
+    assert within["high"] < within["bonferroni_high"]
+
+
+def test_within_reads_the_bonferroni_level_of_the_family_size():
+    """The same comparison inside +-0.3 at alpha / 1 but not at alpha / 7 (its interval widens
+    with the family): within 0.3 alone, inconclusive in a family of seven."""
+    alone = constructed(0.0008, 0.004)
+    apply_holm([alone], margin=0.003, margin_label="within 0.3")
+    family = [constructed(0.0008, 0.004)] + [constructed(0.0, 0.01) for _ in range(6)]
+    apply_holm(family, margin=0.003, margin_label="within 0.3")
+    assert alone["bonferroni_high"] < 0.003 < family[0]["bonferroni_high"]
+    assert alone["verdict"] == "within 0.3" and family[0]["verdict"] == "inconclusive"
+
+
+def test_a_prediction_of_no_difference_holds_within_the_margin_only():
+    """Claim 4b's reading: within 0.3 holds, a called difference of either sign does not."""
+    family = [constructed(0.0002, 0.001), constructed(0.01, 0.002), constructed(-0.01, 0.002),
+              constructed(0.001, 0.01)]
+    for c in family:
+        c["predicted"] = "none"
+    apply_holm(family, margin=0.003, margin_label="within 0.3")
+    assert [c["verdict"] for c in family] == ["holds (within 0.3)", "does not hold", "does not hold",
+                                              "inconclusive"]
+    # no margin: no label, and no prediction: the sign
+    assert verdict(0.0002, 0.6) == "inconclusive" and verdict(-0.01, 0.001) == "lower"
+    assert verdict(0.01, 0.001, predicted="lower") == "does not hold"
+    with pytest.raises(ValueError, match="predicted='up'"):
+        verdict(0.01, 0.001, predicted="up")

@@ -189,3 +189,62 @@ def test_interaction_is_the_paired_difference_of_differences(tmp_path):
     assert c["label"] == "(data.batch_size=64 - data.batch_size=1024) for cacr - infonce"
     assert c["test"] == "paired" and c["diff"] == pytest.approx(sum(per_seed) / 3) and c["p"] == pytest.approx(ref.pvalue)
     assert c["family_size"] == 3  # two sensitivities and their difference, on one metric
+
+
+def test_sweep_report_prints_each_verdict_of_the_rule(tmp_path, capsys):
+    """scripts/sweep_report.py on a runs.csv built so that its four comparisons (one Holm family,
+    16 paired seeds) come out holds, does not hold, within 0.3 and inconclusive against a
+    predicted gain; without --predict the called ones read higher / lower."""
+    import csv
+    import importlib.util
+    import sys
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("sweep_report", ROOT / "scripts" / "sweep_report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_report"] = module
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=16)
+    unit = (z - z.mean()) / z.std(ddof=1)
+    base = 0.85 + 0.01 * rng.normal(size=16)
+    heads = {"infonce": base, "gain": base + 0.01 + 0.002 * unit, "loss": base - 0.01 + 0.002 * unit[::-1],
+             "same": base + 0.0002 + 0.001 * np.roll(unit, 3), "noisy": base + 0.001 + 0.01 * np.roll(unit, 7)}
+    runs_csv = tmp_path / "runs.csv"
+    with open(runs_csv, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["loss", "seed", "run", "linear_probe_top1"])
+        for loss, values in heads.items():
+            writer.writerows([loss, s, f"runs/{loss}/{s}", repr(float(v))] for s, v in enumerate(values))
+    pairs = [f"loss={h}:loss=infonce" for h in ("gain", "loss", "same", "noisy")]
+    out = tmp_path / "out"
+    assert module.main([str(runs_csv), "--pairs", *pairs, "--predict", "higher", "--markdown", "--no-plot",
+                        "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = strict_loads((out / "report.json").read_text())
+    verdicts = {c["label"]: c["verdict"] for c in report["comparisons"]}
+    assert verdicts == {"gain - infonce": "holds", "loss - infonce": "does not hold",
+                        "same - infonce": "within 0.3", "noisy - infonce": "inconclusive"}
+    assert "| same - infonce | linear_probe_top1 | paired | 16 pairs |" in printed
+    assert "within 0.3: not called, and the interval at the Bonferroni level 0.05 / m lies inside ±0.3" in printed
+    rows = list(csv.DictReader(open(out / "comparisons.csv")))
+    same = next(r for r in rows if r["label"] == "same - infonce")
+    assert -0.003 < float(same["bonferroni_low"]) < float(same["bonferroni_high"]) < 0.003
+    assert same["predicted"] == "higher" and same["verdict"] == "within 0.3"
+    # one sign per selection; no prediction: the sign of a called difference
+    assert module.main([str(runs_csv), "--pairs", *pairs, "--predict", "higher", "lower", "none", "higher",
+                        "--no-plot", "--out", str(out)]) == 0
+    verdicts = {c["label"]: c["verdict"] for c in strict_loads((out / "report.json").read_text())["comparisons"]}
+    assert verdicts["loss - infonce"] == "holds" and verdicts["same - infonce"] == "holds (within 0.3)"
+    assert module.main([str(runs_csv), "--pairs", *pairs, "--no-plot", "--out", str(out)]) == 0
+    verdicts = {c["label"]: c["verdict"] for c in strict_loads((out / "report.json").read_text())["comparisons"]}
+    assert [verdicts[f"{h} - infonce"] for h in ("gain", "loss", "same", "noisy")] == [
+        "higher", "lower", "within 0.3", "inconclusive"]
+    # --within 0: no label; a wrong count of signs is refused in one line
+    assert module.main([str(runs_csv), "--pairs", *pairs, "--within", "0", "--no-plot", "--out", str(out)]) == 0
+    verdicts = {c["label"]: c["verdict"] for c in strict_loads((out / "report.json").read_text())["comparisons"]}
+    assert verdicts["same - infonce"] == "inconclusive"
+    capsys.readouterr()
+    assert module.main([str(runs_csv), "--pairs", *pairs, "--predict", "higher", "lower", "--no-plot"]) == 2
+    assert "--predict: 2 signs for 4 selections" in capsys.readouterr().err
