@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -43,11 +44,13 @@ ADVERSARIAL = ["adversarial=pgd", "adversarial.attack.steps=2", "adversarial.bn_
 
 
 # heads with state: schedules that change after the resume point (epoch 2, step 16): SwAV's
-# prototypes frozen until step 20, DINO's last layer until epoch 2 and its teacher temperature
-# warming up over 3 epochs; BYOL's and MoCo v3's cosine momentum; NNCLR's support set (smaller
-# than the 512 smoke images, so that it has wrapped round before the resume point)
+# prototypes frozen until step 20 and its queue (two batches of 64, filled from epoch 1: full
+# after step 9, in the codes from step 10, so across the resume point), DINO's last layer until
+# epoch 2 and its teacher temperature warming up over 3 epochs; BYOL's and MoCo v3's cosine
+# momentum; NNCLR's support set (smaller than the 512 smoke images, so that it has wrapped round
+# before the resume point)
 HEAD_OVERRIDES = {
-    "swav": ["loss.freeze_prototypes_iters=20"],
+    "swav": ["loss.freeze_prototypes_iters=20", "loss.queue_length=128", "loss.epoch_queue_starts=1"],
     "dino": ["loss.freeze_last_layer=2", "loss.warmup_teacher_temp_epochs=3"],
     "nnclr": ["loss.queue_size=192"],
 }
@@ -67,12 +70,20 @@ def test_resume_at_epoch_boundary_is_bit_exact(tmp_path, loss):
     assert train("experiment=smoke", *extra, "trainer.max_epochs=3", "checkpoint.keep_last=3",
                  f"hydra.run.dir={straight}").returncode == 0
     epoch1 = straight / "checkpoints" / "epoch001.ckpt"  # what a run stopped after 2 epochs holds
-    assert torch.load(epoch1, weights_only=True)["epoch"] == 1
+    resumed_from = torch.load(epoch1, weights_only=True)
+    assert resumed_from["epoch"] == 1
+    if "queue.filled" in resumed_from["state_dict"]:  # the resumed run starts from a full queue
+        state = resumed_from["state_dict"]
+        assert int(state["queue.filled"]) == state["queue.keys"].shape[0]
     split = tmp_path / "split"
     proc = train("experiment=smoke", *extra, "trainer.max_epochs=3", f"resume={epoch1}",
                  f"hydra.run.dir={split}")
     assert proc.returncode == 0 and "resuming from" in proc.stdout, proc.stderr[-2000:]
     assert_identical(weights(straight), weights(split))
+    if loss == "swav":  # the codes read the queue on every step after the resume point
+        with open(split / "metrics.csv") as fh:
+            used = [float(r["train/queue_in_use"]) for r in csv.DictReader(fh) if r.get("train/queue_in_use")]
+        assert used and set(used) == {1.0}
     if loss.endswith("+adversarial"):
         robust = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["sslkit"]["robust"]
                   for d in (straight, split)]
