@@ -337,3 +337,44 @@ def test_report_group_by_pools_runs_that_reached_a_setting_by_different_override
     # without it, the differently written runs stay apart
     plain = report_mod.build_report([tmp_path / "sweep", tmp_path / "single"], ["linear_probe_top1"])
     assert len(plain["rows"]) == 3
+
+
+def documented_sweep_command(name: str) -> list[str]:
+    """The command docs/benchmarks.md gives for a sweep (``python train.py -m +sweep=NAME ...``)."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("python train.py -m") and f"+sweep={name}" in ln)
+    return line.split("#")[0].split()[1:]
+
+
+def test_default_job_sweep_runs_two_trials_at_smoke_scale_on_a_validation_key(tmp_path):
+    """docs/benchmarks.md's recipe search of the default job, at smoke scale (synthetic data, one
+    short epoch; batch size and epochs fixed, which takes them out of the search) with 2 trials:
+    each trial samples the other knobs, and the study maximises the validation split's probe."""
+    sweep_dir = tmp_path / "sweep"
+    argv = documented_sweep_command("optuna_default_job")
+    assert argv[:3] == ["train.py", "-m", "+sweep=optuna_default_job"]
+    proc = run_entry([*argv, "experiment=smoke", "threads=1", "hydra.sweeper.n_trials=2",
+                      "data.batch_size=64", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                      "monitor.knn.every_n_epochs=0", "eval.linear.max_iter=50", f"hydra.sweep.dir={sweep_dir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [r.name for r in runs] == ["0", "1"]
+    cfg = OmegaConf.load(runs[0] / ".hydra" / "config.yaml")
+    assert cfg.objective.startswith("val/") and cfg.trainer.max_time == "00:00:08:40"
+    sampled = {"optim.optimizer.lr", "optim.weight_decay", "loss.t", "optim.warmup_epochs", "augment.scale"}
+    values = []
+    for run in runs:
+        overrides = dict(o.lstrip("+").split("=", 1) for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()))
+        assert sampled <= set(overrides) and overrides["data.batch_size"] == "64", overrides
+        values.append(json.loads((run / "summary.json").read_text())[cfg.objective])
+    result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert result["best_value"] == max(values) and set(result["best_params"]) == sampled
+
+
+def test_default_job_sweep_on_a_test_key_is_refused_before_any_trial(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_entry([*documented_sweep_command("optuna_default_job"), "experiment=smoke",
+                      "objective=linear_probe_top1", f"hydra.sweep.dir={sweep_dir}"])
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(
+        "error: objective=linear_probe_top1 is a score on the test split"), proc.stderr[-2000:]
+    assert not sweep_dir.exists()
