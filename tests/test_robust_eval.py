@@ -199,6 +199,52 @@ def test_random_start_is_seeded():
     assert a == b
 
 
+def test_apgd_ce_t_is_robust_only_where_both_attacks_fail():
+    """The config's ``apgd_ce_t`` (torchattacks' APGD-CE, then APGD-T on what it left) on a
+    ten-class linear model: an image counts as robust exactly where it is correct clean, after
+    APGD-CE alone and after APGD-T alone (each torchattacks attack run here on the whole batch),
+    so its accuracy is at most either's; at 4/255 APGD-T fools images APGD-CE does not."""
+    from hydra.utils import instantiate
+
+    from sslkit.eval.robust import build_attack, to_unit
+    from sslkit.stats.summary import summary_entries
+
+    cfg = robust_cfg()
+    entry = cfg.attacks.apgd_ce_t
+    assert "apgd_ce_t" in cfg.skip and entry.attacks.apgd_ce.loss == "ce"
+    assert all(a.steps == 100 and a.n_restarts == 1 and a.eps == pytest.approx(EPS8) and a.norm == "Linf"
+               for a in entry.attacks.values())
+    # 20 steps at 4/255 instead of 100 at 8/255: a linear model is fooled everywhere at 8/255
+    small = {"eps": 4 / 255, "steps": 20}
+    factory = instantiate(entry, attacks={"apgd_ce": small, "apgd_t": small})
+    model = linear_model(64, 10, dtype=torch.float32)
+    x = to_unit(interior_images(128, 64, 0.3, 0.7).float())
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y = torch.where(torch.arange(128) % 5 == 0, (y + 1) % 10, y)  # a fifth wrong clean
+    chain = build_attack(factory, model, 10, seed=0)
+    ce, t = (build_attack(factory.keywords["attacks"][k], model, 10, seed=0) for k in ("apgd_ce", "apgd_t"))
+    assert type(t).__name__ == "APGDT" and t.n_target_classes == 9
+
+    def robust(attack) -> torch.Tensor:
+        with torch.no_grad():
+            clean = model(x).argmax(1) == y
+            return clean & (model(attack(x, y)).argmax(1) == y)
+
+    both = robust(ce) & robust(t)
+    assert torch.equal(robust(chain), both)
+    acc = robust_accuracy(model, {"apgd_ce_t": chain, "apgd_ce": ce, "apgd_t": t}, [(x, y)], "cpu", seed=0)
+    assert acc["apgd_ce_t"] == both.float().mean().item()
+    assert acc["apgd_ce_t"] <= acc["apgd_ce"] and acc["apgd_ce_t"] <= acc["apgd_t"]
+    assert acc["apgd_ce_t"] < acc["apgd_ce"] < acc["clean"]  # APGD-T adds to APGD-CE here
+    # run by the evaluator once out of `skip`, and named eval/robust/<mode>/apgd_ce_t in summaries
+    evaluator = instantiate(robust_cfg(skip="[autoattack]"))
+    assert "apgd_ce_t" in evaluator.attacks and "autoattack" not in evaluator.attacks
+    assert summary_entries({"robust": {"slf": acc}})["eval/robust/slf/apgd_ce_t"] == acc["apgd_ce_t"]
+    with pytest.raises(ConfigError, match="at least two"):
+        build_attack(instantiate(entry, attacks={"apgd_t": None}), model, 10)
+
+
 def test_gradients_reach_the_input_through_normalisation_and_resize():
     """float64 gradcheck of image -> eval_transform (resize 16 -> 12, normalise) -> encoder ->
     head: the attacked model is differentiable in the input, as attacks need."""
@@ -297,7 +343,8 @@ SMOKE = {  # appended to the documented commands: later key=value pairs win
                                # 2 PGD steps instead of 20 (10 for adversarial training)
                                *(f"eval.robust.{a}.steps=2" for a in (
                                    "attacks.pgd20_linf_8", "attacks.pgd20_linf_2",
-                                   "attacks.pgd20_l2_0p5", "train_attack"))],
+                                   "attacks.pgd20_l2_0p5", "train_attack",
+                                   "attacks.apgd_ce_t.attacks.apgd_ce", "attacks.apgd_ce_t.attacks.apgd_t"))],
 }
 
 
@@ -314,9 +361,10 @@ def test_documented_commands_run_at_smoke_scale(tmp_path):
         proc = run_entry([script, *args, *SMOKE[script]])
         assert proc.returncode == 0, (command, proc.stderr[-3000:])
     attacks = {"clean", "pgd20_linf_8", "pgd20_linf_2", "pgd20_l2_0p5", "fgsm_linf_8"}
-    # the last command to write eval/robust.json ran SLF with AutoAttack
+    # the last command to write eval/robust.json ran SLF with AutoAttack and APGD-CE + APGD-T
     result = json.loads((run_dir / "eval" / "robust.json").read_text())
-    assert set(result) == {"slf", "settings", "seconds"} and set(result["slf"]) == attacks | {"autoattack"}
+    assert set(result) == {"slf", "settings", "seconds"}
+    assert set(result["slf"]) == attacks | {"autoattack", "apgd_ce_t"}
     assert all(v <= result["slf"]["clean"] for v in result["slf"].values())
     record = json.loads((tmp_path / "robust.json").read_text())
     assert record["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt") and record["epoch"] == torch.load(
