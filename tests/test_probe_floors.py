@@ -76,6 +76,21 @@ def test_floors_pool_as_rows_beside_a_sweeps_runs_csv(floors, tmp_path):
     assert rows[("-", "raw_pixels")]["linear_probe_top1_mean"] == pytest.approx(sum(raw) / 2)
 
 
+def test_the_random_floor_is_the_model_a_run_of_that_seed_starts_from(floors, tmp_path):
+    """train.py at seed 1 with no training step (limit_train_batches=0) probes its initial
+    encoder: the same linear probe, to the bit, as the floor's random_init of seed 1."""
+    run = tmp_path / "untrained"
+    proc = run_entry(["train.py", "experiment=smoke", "seed=1", "threads=1", "trainer.max_epochs=1",
+                      "+trainer.limit_train_batches=0", "eval=[linear]", "monitor.knn.every_n_epochs=0",
+                      "monitor.metrics.every_n_epochs=0", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 0
+    trained = json.loads((run / "eval" / "linear.json").read_text())
+    floor = json.loads((floors / "random_init" / "1" / "eval" / "linear.json").read_text())
+    for key in ("top1", "per_class_top1", "l2", "holdout_top1", "train_top1"):
+        assert trained[key] == floor[key], key
+
+
 def test_a_second_call_resumes_instead_of_measuring_again(floors):
     before = {p: p.stat().st_mtime_ns for p in floors.glob("*/*/summary.json")}
     proc = run_entry(["scripts/probe_floors.py", "--seeds", "0-1", "--out", str(floors), *SMOKE])
