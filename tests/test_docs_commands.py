@@ -138,6 +138,11 @@ def smoke_argv(cmd: str, data_root: Path, runs: Path, tmp_path: Path, request) -
                  "--out", str(tmp_path / "g.json")]
     elif argv[1] == "scripts/bench_threads.py":
         argv += ["--quick"]
+    elif argv[1] == "scripts/probe_floors.py":  # one seed of the documented floors, into the test's folder
+        argv = [str(tmp_path / "floors") if prev == "--out" else "0" if prev == "--seeds" else a
+                for prev, a in zip(["", *argv], argv)]
+        argv += [f"data.root={data_root}", "threads=1", "data.val_size=16", "data.eval_batch_size=64",
+                 "eval.metrics.num_samples=32"]
     elif argv[1] == "scripts/train_prior.py":
         argv += ["experiment=smoke", "threads=1", "prior.epochs=1", f"prior.cache_dir={tmp_path}"]
     return argv
