@@ -8,7 +8,7 @@ import importlib
 from types import ModuleType
 
 SECTIONS = ("trainer", "augment", "heads", "baselines", "precision", "views", "attack", "adversarial",
-            "embedding", "chunked", "decode", "cache")
+            "embedding", "chunked", "decode", "cache", "compile")
 
 
 def section(name: str) -> ModuleType:

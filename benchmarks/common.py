@@ -61,7 +61,8 @@ def build_data(cfg):
             images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
             return TensorImages(images, torch.randint(0, 10, (n,), generator=gen))
 
-    dm = RandomFMNIST(batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size)
+    dm = RandomFMNIST(batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
+                      val_size=cfg.data.val_size)
     dm.setup("fit")
     return dm, "synthetic uint8 60000 x 1 x 28 x 28 (Fashion-MNIST files not found)"
 

@@ -34,6 +34,11 @@ Sections (``--only``):
 * ``cache``: the pre-decoded image cache (``data.cache=true``) against decoding the JPEGs: images/s
   per core, and one epoch of an ImageNet-100-shaped JPEG tree at 64 and 112 px, cold and warm, on
   1 and 2 DataLoader workers (``--jpeg-root`` gives the tree).
+* ``compile``: torch.compile on the default job's CPU step: eager against the encoder compiled
+  (``model.compile_encoder=true``) and encoder + projector + loss compiled (``--compile-autotune``
+  adds ``mode="max-autotune-no-cudagraphs"``), with the cold compile time (a fresh process, an
+  empty inductor cache), the break-even step count and the projected pretraining time of the
+  default job (epochs x steps per epoch from the config).
 
 Each section is one module of ``benchmarks/`` (``benchmarks/<section>.py``); the measuring is
 ``benchmarks/timing.py``, the default model and its real training step ``benchmarks/common.py``.
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="decode and cache sections: a JPEG tree from scripts/make_jpeg_tree.py "
                              "(default: written to a temporary folder: 300 images for decode, 2,000 in "
                              "100 class folders for cache)")
+    parser.add_argument("--compile-autotune", action="store_true",
+                        help='compile section: also mode="max-autotune-no-cudagraphs" (minutes of compiling)')
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's, one per core)")
     args = parser.parse_args(argv)
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sections": {},
     }
-    if {"trainer", "augment", "precision", "views"} & set(only):
+    if {"trainer", "augment", "precision", "views", "compile"} & set(only):
         print("[bench] warming up ...", file=sys.stderr, flush=True)
         results["machine"]["warmup_step_seconds"] = warm_process(device, args.warm_steps)
     for name in SECTIONS:

@@ -226,3 +226,40 @@ def test_quick_cache_bench_compares_the_cache_to_the_jpeg_path(tmp_path):
     for row in (rows[1], rows[3], rows[4]):
         assert math.isfinite(row["ratio_to_jpeg"]) and row["ratio_to"] == rows[0 if row is rows[1] else 2]["name"]
     assert section["settings"]["images"] == 24 and section["settings"]["sizes"] == [64]
+
+
+def test_quick_compile_bench_projects_the_default_job_with_its_compile_time(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_bench("--quick", "--only", "compile", "--threads", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "break-even" in proc.stdout
+    section = json.loads(out.read_text())["sections"]["compile"]
+    settings = section["settings"]
+    # the default job's step count, from the config: epochs x full batches of the pretraining split
+    from sslkit.training.config import compose_config
+
+    cfg = compose_config("train", [])
+    assert settings["steps_per_epoch"] == (60000 - cfg.data.val_size) // cfg.data.batch_size
+    assert settings["default_job_steps"] == cfg.trainer.max_epochs * settings["steps_per_epoch"]
+    assert settings["precision"] == ("bf16-mixed" if settings["native_bf16_flags"] else "32-true")
+    assert settings["cpu"] and settings["backend"] == "eager"  # --quick: dynamo without inductor
+    rows = section["rows"]
+    assert [r["name"] for r in rows] == ["eager", "compile encoder (model.compile_encoder=true)",
+                                         "compile encoder + projector + loss"]
+    steps = settings["default_job_steps"]
+    eager = rows[0]
+    for row in rows:
+        assert "error" not in row, row
+        calls = row["first_calls"]
+        assert len(calls["first_steps"]) == 2 and len(calls["eval_first"]) == len(calls["eval_sizes"]) == 2
+    for row in rows[1:]:
+        assert row["compile_seconds"] == pytest.approx(row["compile_seconds_train"] + row["compile_seconds_eval"])
+        # wall seconds per step (median, best) and CPU seconds per step (median)
+        for stat, key in (("median", "seconds_median"), ("best", "seconds_min"), ("cpu", "cpu_seconds_median")):
+            assert row[f"eager_total_seconds_{stat}"] == pytest.approx(steps * eager[key])
+            assert row[f"compiled_total_seconds_{stat}"] == pytest.approx(row["compile_seconds"] + steps * row[key])
+            saved = eager[key] - row[key]
+            even = row[f"break_even_steps_{stat}"]
+            assert even is None if saved <= 0 else even == pytest.approx(row["compile_seconds"] / saved)
+        assert row["faster_including_compile"] == (
+            row["compiled_total_seconds_median"] < row["eager_total_seconds_median"])
