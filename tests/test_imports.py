@@ -1,6 +1,6 @@
 """What the command lines import before their first real work (docs/testing.md, "Where the time
 goes"): behaviours, not timings. A fresh ``python train.py`` pays torch, torchvision, torchmetrics
-and Lightning (about 12 s of CPU on a slow 2-core machine); sslkit itself adds about 0.3 s. Two
+and Lightning (about 11 s of CPU on a slow 2-core machine); sslkit itself adds about 0.3 s. Two
 things keep it there:
 
 * the command lines parse and refuse their arguments before torch loads, so a misspelt choice
