@@ -52,6 +52,13 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        sys.exit(0)
+    flags = [a for a in sys.argv[1:] if a.startswith("-")]
+    if flags:
+        fail(f"unknown option {flags[0]}: train_prior.py takes key=value overrides as train.py "
+             "does (prior=vae ...); --help shows examples")
     check_choices(sys.argv[1:])
     check_composes(sys.argv[1:])
     try:

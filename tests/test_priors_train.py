@@ -134,3 +134,15 @@ def test_doc_commands_run_at_smoke_scale(command, tmp_path):
     assert proc.returncode == 0, f"{command}\n{proc.stderr[-3000:]}"
     if script == "train.py":
         assert 0 <= json.loads((tmp_path / "run" / "summary.json").read_text())["linear_probe_top1"] <= 1
+
+
+def test_train_prior_help_and_unknown_flags_in_a_fresh_interpreter():
+    """``--help`` prints the usage and exits 0; any other flag is refused in one line (Hydra's
+    override parser would print a traceback), both before torch loads."""
+    shown = run_subprocess("--help", script="scripts/train_prior.py")
+    assert shown.returncode == 0 and "python scripts/train_prior.py prior=vae" in shown.stdout
+    refused_flag = run_subprocess("--epochs", "3", script="scripts/train_prior.py")
+    assert refused_flag.returncode == 2 and "Traceback" not in refused_flag.stderr
+    assert refused_flag.stderr.strip().splitlines() == [
+        "error: unknown option --epochs: train_prior.py takes key=value overrides as train.py "
+        "does (prior=vae ...); --help shows examples"]
