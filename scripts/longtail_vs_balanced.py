@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
 
-from sslkit.stats.compare import ALPHA, apply_holm, paired_contrast
+from sslkit.stats.compare import ALPHA, PREDICTIONS, apply_holm, paired_contrast
 from sslkit.stats.intervals import describe, natural_key
 from sslkit.stats.runs import fill_from_configs, find_runs
 from sslkit.stats.tables import fmt, fmt_diff, fmt_n, fmt_p
@@ -178,7 +179,7 @@ def family_table(families: dict[str, list[dict]], group: str) -> list[str]:
     for ratio, members in families.items():
         for c in members:
             low, high = c.get("bonferroni_low"), c.get("bonferroni_high")
-            bonf = "-" if low is None or low != low else f"[{low:+.4f}, {high:+.4f}]"
+            bonf = "-" if low is None or math.isnan(low) else f"[{low:+.4f}, {high:+.4f}]"
             lines.append("| " + " | ".join([ratio, c["label"], fmt_n(c), fmt_diff(c["diff"], c["ci95"]), bonf,
                                             fmt_p(c["p"]), fmt_p(c["p_holm"]), str(c["family_size"]),
                                             c["verdict"]]) + " |")
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--within", type=float, default=0.3, metavar="POINTS",
                         help="the verdict rule's margin in points (default: 0.3; 0: no label)")
     parser.add_argument("--scale", type=float, default=100.0, help="a fraction times this is points (default: 100)")
-    parser.add_argument("--predict", choices=("higher", "lower", "none"),
+    parser.add_argument("--predict", choices=PREDICTIONS,
                         help="the sign the family's comparisons predict (verdicts then read holds / does not hold)")
     args = parser.parse_args(argv)
     for d in [args.longtail_dir, *args.balanced_dirs]:

@@ -51,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sslkit.errors import UserError
+from sslkit.stats.compare import PREDICTIONS
 from sslkit.stats.sweep import DEFAULT_METRICS, build_report
 from sslkit.stats.tables import (  # noqa: F401
     markdown,
@@ -98,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
                         "lies inside +-POINTS 'within POINTS' (default: 0.3; 0: no label)")
     p.add_argument("--scale", type=float, default=100.0,
                    help="multiplies a metric into points for --within (default: 100, for fractions)")
-    p.add_argument("--predict", nargs="+", choices=("higher", "lower", "none"), metavar="SIGN",
+    p.add_argument("--predict", nargs="+", choices=PREDICTIONS, metavar="SIGN",
                    help="the predicted sign (higher, lower, none: no difference), one for every comparison or "
                         "one per --compare, --pairs and --interaction selection in that order; verdicts "
                         "then read holds / does not hold")
