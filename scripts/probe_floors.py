@@ -69,16 +69,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def compose(overrides: list[str], seed: int):
     """The run's config as train.py composes it, at ``seed``, without loggers."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from sslkit.training.config import CONFIG_DIR
+    from sslkit.training.config import compose_config
     from sslkit.training.schema import validate
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[*overrides, f"seed={seed}", "logger=[]"])
+    cfg = compose_config("train", [*overrides, f"seed={seed}", "logger=[]"])
     validate(cfg)
     return cfg
 
