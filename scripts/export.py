@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sslkit.launch.train_cli import fail  # noqa: E402
 from sslkit.errors import UserError  # noqa: E402
+from sslkit.training.checkpoint_file import checkpoint_file  # noqa: E402
 
 KEYS = ("checkpoint", "out", "format", "license", "push", "repo_id", "private")
 FORMATS = ("files", "hf")
@@ -29,6 +30,9 @@ HF_ONLY = ("license", "push", "repo_id", "private")
 
 
 def parse(argv: list[str]) -> dict[str, str]:
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(f"{__doc__.strip()}\n\n{USAGE}")
+        sys.exit(0)
     args = {}
     for arg in argv:
         key, eq, value = arg.partition("=")
@@ -46,6 +50,10 @@ def parse(argv: list[str]) -> dict[str, str]:
     given = [k for k in HF_ONLY if k in args]
     if fmt != "hf" and given:
         fail(f"{', '.join(given)} apply to format=hf only; add format=hf")
+    try:
+        checkpoint_file(args["checkpoint"])  # a mistyped path, before torch loads
+    except UserError as err:
+        fail(str(err))
     return args
 
 

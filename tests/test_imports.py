@@ -36,7 +36,12 @@ for script in ("train.py", "scripts/evaluate.py", "scripts/export.py"):
     runpy.run_path(script, run_name="imported")
 codes = []
 for argv in (["train.py", "loss=nope"], ["scripts/evaluate.py", "checkpoint=x.ckpt", "eval=[nope]"],
-             ["scripts/export.py", "checkpoint=x.ckpt", "format=nope"]):
+             ["scripts/export.py", "checkpoint=x.ckpt", "format=nope"],
+             ["train.py", "resume=nope.ckpt", "hydra.run.dir={run_dir}"],
+             ["scripts/evaluate.py", "checkpoint=nope.ckpt", "hydra.run.dir={run_dir}"],
+             ["scripts/evaluate.py", "hydra.run.dir={run_dir}"],
+             ["scripts/export.py", "checkpoint=nope.ckpt"],
+             ["scripts/export.py", "--help"]):
     sys.argv = argv
     try:
         runpy.run_path(argv[0], run_name="__main__")
@@ -46,15 +51,24 @@ print(json.dumps({{"codes": codes, "loaded": [m for m in {heavy!r} if m in sys.m
 """
 
 
-def test_command_lines_refuse_bad_arguments_before_torch_loads():
-    probe = _PROBE.format(root=str(ROOT), heavy=HEAVY + ON_THEIR_PATH)
+def test_command_lines_refuse_bad_arguments_before_torch_loads(tmp_path):
+    """A misspelt choice, a checkpoint path that is no file (``resume=``, ``checkpoint=``) and a
+    missing ``checkpoint=`` are one line each, before torch loads and before Hydra makes a run
+    dir; ``export.py --help`` prints its usage."""
+    run_dir = tmp_path / "run"
+    probe = _PROBE.format(root=str(ROOT), heavy=HEAVY + ON_THEIR_PATH, run_dir=str(run_dir))
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["codes"] == [2, 2, 2], proc.stderr
+    assert report["codes"] == [2] * 7 + [0], proc.stderr
     refusals = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(refusals) == 3 and all("nope" in line for line in refusals), proc.stderr
+    assert len(refusals) == 7, proc.stderr
+    assert all("nope" in line for line in refusals[:3]), refusals
+    assert all("nope.ckpt refused: no such file" in line for line in refusals[3:5] + refusals[6:]), refusals
+    assert "checkpoint=PATH is required" in refusals[5], refusals
+    assert "usage: python scripts/export.py checkpoint=PATH" in proc.stdout
+    assert not run_dir.exists(), "a refused command made a run dir"
     assert report["loaded"] == [], f"imported before the arguments were checked: {report['loaded']}"
 
 

@@ -376,10 +376,12 @@ def test_documented_commands_run_at_smoke_scale(tmp_path):
 def test_evaluate_refuses_bad_robust_settings_in_one_line(tmp_path):
     """In this process (``run_entry``); tests/test_evaluate.py runs a refusal of the command in
     a fresh interpreter."""
-    ckpt = tmp_path / "none.ckpt"
-    for args, needle in (([], "no such file"),
-                         (["eval.robust.modes=[slf,xlf]"], "choose from ['slf', 'alf', 'aff']"),
-                         (["eval.robust.skip=[pgd]"], "unknown attacks ['pgd']")):
+    missing = tmp_path / "none.ckpt"
+    unread = tmp_path / "unread.ckpt"  # a file, so the settings are checked (before it is read)
+    unread.write_bytes(b"not a checkpoint")
+    for ckpt, args, needle in ((missing, [], "no such file"),
+                               (unread, ["eval.robust.modes=[slf,xlf]"], "choose from ['slf', 'alf', 'aff']"),
+                               (unread, ["eval.robust.skip=[pgd]"], "unknown attacks ['pgd']")):
         proc = run_entry(["scripts/evaluate.py", f"checkpoint={ckpt}", "eval=[robust]", *args])
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr

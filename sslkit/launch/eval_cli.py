@@ -25,6 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from sslkit.training.checkpoint_file import checkpoint_file
 from sslkit.training.config import CONFIG_DIR, expand_eval_all
 from sslkit.launch.train_cli import check_choices, check_composes, fail
 from sslkit.errors import ConfigError, UserError
@@ -192,8 +193,23 @@ def main() -> None:
     ``sslkit-eval`` console script."""
     sys.argv[1:] = run_config_overrides(expand_eval_all(sys.argv[1:]))
     check_choices(sys.argv[1:])
-    check_composes(sys.argv[1:], "evaluate")
+    check_checkpoint_files(check_composes(sys.argv[1:], "evaluate"))
     hydra_main()
+
+
+def check_checkpoint_files(cfg: DictConfig | None) -> None:
+    """Every checkpoint named (or matched by a pattern) is a file: refused before torch loads
+    and before Hydra writes anything (each one's contents are vetted when it is loaded)."""
+    if cfg is None:
+        return
+    if OmegaConf.is_missing(cfg, "checkpoint") or cfg.checkpoint is None:
+        fail("checkpoint=PATH is required: a .ckpt file written by train.py, a list "
+             "checkpoint=[a.ckpt,b.ckpt] or a pattern 'checkpoint=multirun/SWEEP/*/checkpoints/last.ckpt'")
+    try:
+        for path in checkpoints(cfg):
+            checkpoint_file(path)
+    except UserError as err:
+        fail(str(err))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sslkit.errors import ConfigError, UserError
+from sslkit.training.checkpoint_file import checkpoint_file
 from sslkit.training.config import CONFIG_DIR, choice_errors, compose_config, expand_eval_all, null_groups
 
 
@@ -26,15 +27,26 @@ def check_choices(argv: list[str]) -> None:
         fail(str(err))
 
 
-def check_composes(argv: list[str], config_name: str = "train") -> None:
+def check_composes(argv: list[str], config_name: str = "train") -> DictConfig | None:
     """Compose the config with the command-line overrides before Hydra runs, so an unknown key
     or a malformed override is one line instead of Hydra's screen (single runs only: multirun
-    sweeps and flags are left to Hydra)."""
+    sweeps and flags are left to Hydra, and None is returned)."""
     if any(a.startswith("-") for a in argv):
+        return None
+    try:
+        return compose_config(config_name, [a for a in argv if not a.startswith("hydra.")])
+    except ConfigError as err:
+        fail(str(err))
+
+
+def check_resume_file(cfg: DictConfig | None) -> None:
+    """A ``resume=PATH`` that is no file, refused before torch loads and before Hydra makes the
+    run dir (the checkpoint's contents are vetted once the run starts)."""
+    if cfg is None or not cfg.get("resume"):
         return
     try:
-        compose_config(config_name, [a for a in argv if not a.startswith("hydra.")])
-    except ConfigError as err:
+        checkpoint_file(cfg.resume)
+    except UserError as err:
         fail(str(err))
 
 
@@ -112,7 +124,7 @@ def main() -> None:
     """``python train.py ARGS`` and the ``sslkit-train`` console script."""
     sys.argv[1:] = null_groups(expand_eval_all(sys.argv[1:]))
     check_choices(sys.argv[1:])
-    check_composes(sys.argv[1:])
+    check_resume_file(check_composes(sys.argv[1:]))
     check_sweep_objective(sys.argv[1:])
     hydra_main()
 

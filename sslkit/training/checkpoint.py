@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sslkit.errors import CheckpointError, ConfigError
+from sslkit.training.checkpoint_file import checkpoint_file
 from sslkit.training.module import FORMAT_VERSION
 
 
@@ -42,11 +43,7 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint (``weights_only``) and check it is an sslkit one we can read; refuse it
     by name otherwise."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} refused: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} refused: it is a directory, expected a .ckpt file")
+    path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     # a file that is no checkpoint at all (a CSV, a text file) makes the unpickler fail with
