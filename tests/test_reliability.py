@@ -141,7 +141,12 @@ def test_signal_then_resume_matches_straight_run(tmp_path, sig, every):
         assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] >= 3
         assert not (run / "summary.json").exists()
     # the same command again continues the run (SIGKILL: from the last complete checkpoint)
+    started = time.perf_counter()
     resumed = train(*args, "monitor.online_probe.lr=1.0e-3", f"hydra.run.dir={run}")
+    lived = time.perf_counter() - started
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout
+    # each epoch's "done" line times that epoch in this process, the resumed one from the resume
+    seconds = [float(s) for s in re.findall(r"epoch \d+/3 done, step \d+, ([\d.]+) s", resumed.stdout)]
+    assert seconds and all(s <= lived for s in seconds), (seconds, lived)
     assert_identical(weights(straight), weights(run))

@@ -100,6 +100,11 @@ class LineProgress(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # a run resumed mid-epoch gets no on_train_epoch_start for that epoch: its "done" line
+        # counts from the resume
+        self._started = time.perf_counter()
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._started = time.perf_counter()
 
