@@ -43,7 +43,12 @@ def run_umap(x: np.ndarray) -> np.ndarray:
 def run_opentsne(x: np.ndarray) -> np.ndarray:
     from openTSNE import TSNE
 
-    return np.asarray(TSNE(n_components=2, random_state=0, n_jobs=1).fit(x))
+    from sslkit.eval.plots import tsne_affinities
+
+    # TSNE(...).fit(x) exactly, with the affinities built as sslkit's plots build them: without
+    # the pynndescent import (and its numba compilation) openTSNE makes to pick its index
+    affinities = tsne_affinities(x, 30.0, "euclidean", 1, 0)
+    return np.asarray(TSNE(n_components=2, random_state=0, n_jobs=1).fit(x, affinities=affinities))
 
 
 FITS = {"umap-learn": run_umap, "openTSNE": run_opentsne}

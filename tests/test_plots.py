@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,52 @@ def test_umap_embedding():
     x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
     xy, _ = embed_2d(x, np.zeros(200), "umap", 10_000, 15, "cosine", 1, seed=0)
     assert xy.shape == (200, 2) and np.isfinite(xy).all()
+
+
+class _Refuse:
+    """A ``sys.meta_path`` finder that records and refuses every import of ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.asked = name, []
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] == self.name:
+            self.asked.append(fullname)
+            raise ImportError(f"{fullname} refused by the test")
+        return None
+
+
+def test_tsne_builds_opentsnes_auto_affinities_without_pynndescent(monkeypatch):
+    """embed_2d's t-SNE equals openTSNE's own ``TSNE.fit(x)`` (its neighbours="auto": exact
+    search below 1,000 points, Annoy from 1,000 on, for these metrics), and never makes openTSNE
+    import pynndescent, whose numba kernels take a minute to compile in a new environment."""
+    from openTSNE import TSNE
+    from openTSNE.affinity import MultiscaleMixture
+
+    from sslkit.eval.plots import tsne_affinities
+
+    refuse = _Refuse("pynndescent")
+    monkeypatch.delitem(sys.modules, "pynndescent", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [refuse, *sys.meta_path])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    xy, _ = embed_2d(x, np.zeros(60), "tsne", 10_000, 15, "cosine", 1, seed=3)
+    ours = {(n, metric): tsne_affinities(rng.normal(size=(n, 8)).astype(np.float32), 30.0, metric, 1, 0)
+            for n in (999, 1000) for metric in ("cosine", "euclidean")}
+    assert refuse.asked == []
+    assert type(ours[999, "cosine"].knn_index).__name__ == "Sklearn"
+    assert type(ours[1000, "cosine"].knn_index).__name__ == "Annoy"
+    assert tsne_affinities(x, 19.7, "chebyshev", 1, 0) is None  # openTSNE chooses for the rest
+    # openTSNE's own choice, taken where pynndescent is missing (for these metrics it is the same)
+    perplexity = (60 - 1) / 3.0
+    reference = TSNE(n_components=2, perplexity=perplexity, metric="cosine", random_state=3, n_jobs=1)
+    np.testing.assert_array_equal(xy, np.asarray(reference.fit(x)))
+    rng = np.random.default_rng(0)
+    rng.normal(size=(60, 8))
+    for (n, metric), affinities in ours.items():
+        data = rng.normal(size=(n, 8)).astype(np.float32)
+        theirs = MultiscaleMixture(data, 30.0, metric=metric, n_jobs=1, random_state=0)
+        assert (affinities.P != theirs.P).nnz == 0, (n, metric)
 
 
 def test_unknown_method_and_foreign_checkpoint_are_refused(tmp_path):

@@ -143,7 +143,30 @@ def embed_2d(x: np.ndarray, y: np.ndarray, method: str, max_points: int, n_neigh
     perplexity = min(30.0, max(1.0, (len(x) - 1) / 3.0))
     tsne = TSNE(n_components=2, perplexity=perplexity, metric=metric, random_state=seed,
                 n_jobs=n_jobs)
-    return np.asarray(tsne.fit(x)), y
+    return np.asarray(tsne.fit(x, affinities=tsne_affinities(x, perplexity, metric, n_jobs, seed))), y
+
+
+# the metrics for which openTSNE's neighbours="auto" takes scikit-learn's exact search below
+# 1,000 points and Annoy above, whether or not pynndescent is installed
+_AUTO_WITHOUT_PYNNDESCENT = ("cosine", "euclidean", "manhattan", "hamming", "dot", "l1", "l2", "taxicab")
+
+
+def tsne_affinities(x: np.ndarray, perplexity: float, metric: str, n_jobs: int, seed: int):
+    """The affinities openTSNE's ``TSNE.fit(x)`` builds (its ``neighbors="auto"`` index, the
+    multiscale mixture at ``perplexity``), built here for the metrics above; None for the others
+    (openTSNE builds them). The reason is time: to make its "auto" choice, openTSNE imports
+    pynndescent (a umap-learn dependency) only to learn whether it is installed, and in a new
+    environment that import compiles pynndescent's numba kernels: 65 s against 5.7 s for the
+    smoke plots evaluator, measured with an empty ``NUMBA_CACHE_DIR`` on a 2-core machine."""
+    if metric not in _AUTO_WITHOUT_PYNNDESCENT:
+        return None
+    from openTSNE.affinity import MultiscaleMixture
+    from openTSNE.nearest_neighbors import Annoy, Sklearn
+
+    index = (Sklearn if len(x) < 1000 else Annoy)(
+        x, k=min(len(x) - 1, int(3 * perplexity)), metric=metric, n_jobs=n_jobs, random_state=seed)
+    return MultiscaleMixture(perplexities=perplexity, knn_index=index, n_jobs=n_jobs,
+                             random_state=seed)
 
 
 def find_metrics_csv(run_dir: Path) -> Path | None:
