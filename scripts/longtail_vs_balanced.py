@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 from sslkit.stats.compare import ALPHA, PREDICTIONS, apply_holm, paired_contrast
+from sslkit.stats.identity import refuse_duplicate_seeds
 from sslkit.stats.intervals import describe, natural_key
 from sslkit.stats.runs import fill_from_configs, find_runs
 from sslkit.stats.tables import fmt, fmt_diff, fmt_n, fmt_p
@@ -52,13 +53,13 @@ def runs_with_loss(sweep_dir: Path) -> list:
 
 
 def _add(out: dict, key, seed: str | None, value, run) -> None:
-    """``out[key][seed] = (value, run)``; a seed twice for one key is refused, naming both."""
+    """``out[key][seed] = (value, run)``; a seed twice for one key is refused, naming both runs
+    (a run without a seed is kept under its own path)."""
     seeded = out.setdefault(key, {})
-    seed = seed if seed is not None else f"(no seed: {run.path})"
-    if seed in seeded:
-        raise ValueError(f"seed {seed} of {key} twice: {seeded[seed][1].path} and {run.path}; "
-                         "give sweeps of one setting per head")
-    seeded[seed] = (value, run)
+    setting = f"loss={key[1]} data.imbalance_ratio={key[0]}" if isinstance(key, tuple) else f"loss={key}"
+    refuse_duplicate_seeds([(s, r.path) for s, (_, r) in seeded.items()] + [(seed, run.path)],
+                           f" ({setting})")
+    seeded[seed if seed is not None else f"(no seed: {run.path})"] = (value, run)
 
 
 def longtail_runs(sweep_dir: Path) -> dict[tuple[str, str], dict[str, dict]]:

@@ -150,3 +150,23 @@ def test_a_head_chosen_by_the_sweep_file_is_found(tmp_path):
         (run / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
         (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      loss: cacr\n")
     assert script.balanced_runs([tmp_path / "bal"]) == {"cacr": {"0": [0.8, 0.8, 0.9, 1.0], "1": [0.8, 0.8, 0.9, 1.0]}}
+
+
+def test_a_seed_twice_for_one_head_is_refused_naming_both_runs(tmp_path, capsys):
+    script = load_script()
+    result = {"class_groups": ["many", "few"], "linear": {"many_top1": 0.9, "few_top1": 0.8}}
+    for name in ("first", "copy"):
+        write_run(tmp_path / "lt" / name, ["loss=infonce", "data.imbalance_ratio=10", "seed=0"],
+                  "longtail", result)
+    write_run(tmp_path / "lt" / "unseeded", ["loss=cacr", "data.imbalance_ratio=10"], "longtail", result)
+    write_run(tmp_path / "bal" / "a", ["loss=infonce", "seed=0"], "linear", {"per_class_top1": [0.9, 0.9]})
+    assert script.main([str(tmp_path / "lt"), str(tmp_path / "bal")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: ") and "\n" not in message
+    assert str(tmp_path / "lt" / "first") in message and str(tmp_path / "lt" / "copy") in message
+    assert "seed 0" in message and "infonce" in message
+    # runs without a seed are never duplicates of each other
+    seeded = {}
+    for name in ("u1", "u2"):
+        script._add(seeded, "cacr", None, 0.5, type("Run", (), {"path": tmp_path / name})())
+    assert len(seeded["cacr"]) == 2
