@@ -62,15 +62,11 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import SECTIONS, section  # noqa: E402
-from benchmarks.common import warm_process  # noqa: E402
 from benchmarks.report import print_tables  # noqa: E402
-from benchmarks.timing import context  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's, one per core)")
     args = parser.parse_args(argv)
+    only = [s for item in (args.only or SECTIONS) for s in item.split(",") if s]
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    # torch after these checks: --help and a mistyped section answer in a fraction of a second
+    import torch
+
+    from benchmarks.common import warm_process
+    from benchmarks.timing import context
+
     args.heads = [h for item in args.heads for h in item.split(",") if h] if args.heads else None
     if args.heads:
         from benchmarks.heads import head_names
@@ -103,10 +109,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown head(s) {', '.join(unknown)}; choose from {', '.join(head_names())}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    only = [s for item in (args.only or SECTIONS) for s in item.split(",") if s]
-    unknown = [s for s in only if s not in SECTIONS]
-    if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # a train step of the default model at batch 512 takes 1-3 s on 2 CPU cores; ~10 ms on a GPU
     if args.quick:

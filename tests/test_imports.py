@@ -41,7 +41,9 @@ for argv in (["train.py", "loss=nope"], ["scripts/evaluate.py", "checkpoint=x.ck
              ["scripts/evaluate.py", "checkpoint=nope.ckpt", "hydra.run.dir={run_dir}"],
              ["scripts/evaluate.py", "hydra.run.dir={run_dir}"],
              ["scripts/export.py", "checkpoint=nope.ckpt"],
-             ["scripts/export.py", "--help"]):
+             ["scripts/export.py", "--help"],
+             ["scripts/bench.py", "--only", "nope"],
+             ["scripts/bench.py", "--help"]):
     sys.argv = argv
     try:
         runpy.run_path(argv[0], run_name="__main__")
@@ -54,14 +56,15 @@ print(json.dumps({{"codes": codes, "loaded": [m for m in {heavy!r} if m in sys.m
 def test_command_lines_refuse_bad_arguments_before_torch_loads(tmp_path):
     """A misspelt choice, a checkpoint path that is no file (``resume=``, ``checkpoint=``) and a
     missing ``checkpoint=`` are one line each, before torch loads and before Hydra makes a run
-    dir; ``export.py --help`` prints its usage."""
+    dir; ``export.py --help`` prints its usage; ``bench.py`` checks its sections first too."""
     run_dir = tmp_path / "run"
     probe = _PROBE.format(root=str(ROOT), heavy=HEAVY + ON_THEIR_PATH, run_dir=str(run_dir))
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["codes"] == [2] * 7 + [0], proc.stderr
+    assert report["codes"] == [2] * 7 + [0, 2, 0], proc.stderr
+    assert "bench.py: error: unknown section(s) nope" in proc.stderr
     refusals = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(refusals) == 7, proc.stderr
     assert all("nope" in line for line in refusals[:3]), refusals
